@@ -220,7 +220,8 @@ def _steps_or_sfo(what, constants, eta, eps, b, variance, where):
     lo = _numeric(model, "min_batch")(c1, c2, eps, 1.0, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         value = _numeric(model, what)(c1, c2, eps, b, n) * np.ones(np.broadcast(c2, eps, b).shape)
-    return _out(np.where(np.asarray(b) > lo, value, np.inf))
+    # reachable iff b > C2/eps^2 (with replacement); the factor keeps b = C2/eps^2 itself out despite rounding
+    return _out(np.where(np.asarray(b) > lo * (1 + 1e-12), value, np.inf))
 
 
 def steps_to_eps(constants: ProblemConstants, eta, eps, b, variance: VarianceModel = WithReplacement()):

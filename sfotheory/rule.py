@@ -401,7 +401,9 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     schedule moves on after ``period`` steps in the stage. ``check_cost`` gradient
     evaluations are added to ``check_samples`` on check steps. Returns
     ``(new_state, event)``; ``event`` is an :class:`Event` (an int array for batches).
-    A stopped run is left as it is.
+    A stopped run is left as it is. A NaN or infinite ``norm`` on a check step blocks
+    every move on that step (a periodic move then happens on the next step; a stall
+    action does not fire, since the stall limit is an exact step count).
 
     >>> s = adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=2, b_max=16)
     >>> st = initial_state(s)
@@ -449,11 +451,13 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     move = below_eps & below_max
     event = np.where(move, int(Event.ADVANCED), event)
 
-    periodic_move = active & by_period & (stage_step >= schedule.period) & below_max
+    nonfinite = measured & ~finite  # a NaN/inf norm blocks every kind of move on this step
+    periodic_move = active & by_period & (stage_step >= schedule.period) & below_max & ~nonfinite
     event = np.where(periodic_move, int(Event.PERIOD), event)
     move = move | periodic_move
 
-    stall = active & by_norm & ~move & (schedule.stall_limit > 0) & (stage_step == schedule.stall_limit)
+    stall = (active & by_norm & ~move & ~nonfinite & (schedule.stall_limit > 0)
+             & (stage_step == schedule.stall_limit))
     stall_move = stall & (stall_action == 1) & below_max
     stall_stop = stall & ((stall_action == 2) | ((stall_action == 1) & ~below_max))
     stall_warn = stall & (stall_action == 3)
