@@ -4,6 +4,22 @@ Closed-form theory (sympy and numpy from the same expressions), the one stage
 rule of Algorithm 2, synthetic problems and a fast simulator. No torch.
 """
 
+from .bounds import (
+    BoundTrace,
+    derive_constant_case,
+    derive_exponential_stages,
+    derive_polynomial_growth,
+    proposition1_bound,
+)
+from .complexity import (
+    critical_batch_size,
+    critical_batch_size_sensitivity,
+    derive_critical_batch_size,
+    min_batch_size,
+    sfo_complexity,
+    steps_to_eps,
+    theory_constants,
+)
 from .constants import ProblemConstants, VarianceModel, WithoutReplacement, WithReplacement, variance_model
 from .rule import (
     Event,
@@ -21,9 +37,33 @@ from .rule import (
     stack_schedules,
     stage_values,
 )
+from .stages import (
+    derive_lr_increases,
+    derive_stage_thresholds,
+    derive_variance_condition,
+    max_lr_increases,
+    stage_threshold,
+)
 from .validation import ParameterError
 
 __all__ = [
+    "BoundTrace",
+    "critical_batch_size",
+    "critical_batch_size_sensitivity",
+    "derive_constant_case",
+    "derive_critical_batch_size",
+    "derive_exponential_stages",
+    "derive_lr_increases",
+    "derive_polynomial_growth",
+    "derive_stage_thresholds",
+    "derive_variance_condition",
+    "max_lr_increases",
+    "min_batch_size",
+    "proposition1_bound",
+    "sfo_complexity",
+    "stage_threshold",
+    "steps_to_eps",
+    "theory_constants",
     "Event",
     "ParameterError",
     "ProblemConstants",

@@ -61,6 +61,7 @@ __all__ = [
     "sfo_complexity",
     "steps_to_eps",
     "theory_constants",
+    "variance_factor_expr",
 ]
 
 #: C₁ = 2Δ / (η(2 − Lη)), the bias constant of Proposition 1 (i).
@@ -88,7 +89,12 @@ class CriticalBatchDerivation:
     sfo_at_critical: sp.Expr
 
 
-def _phi(variance: str):
+def variance_factor_expr(variance: str):
+    """φ(b): 1 with replacement, (n − b)/(n − 1) without replacement from n samples (Var = φ(b) σ²/b).
+
+    >>> variance_factor_expr("without_replacement")
+    (-b + n)/(n - 1)
+    """
     return sp.Integer(1) if variance == "with_replacement" else (S.n - S.b) / (S.n - 1)
 
 
@@ -107,7 +113,7 @@ def derive_critical_batch_size(variance: str = "with_replacement") -> CriticalBa
     if variance not in ("with_replacement", "without_replacement"):
         fail("variance", "derive_critical_batch_size", "'with_replacement' or 'without_replacement'", variance)
     Ks = sp.Symbol("K", positive=True)
-    bound = S.C1 / Ks + S.C2 * _phi(variance) / S.b
+    bound = S.C1 / Ks + S.C2 * variance_factor_expr(variance) / S.b
     (steps,) = sp.solve(sp.Eq(bound, S.eps**2), Ks)
     steps = sp.factor(sp.simplify(steps))
     sfo = sp.factor(sp.simplify(steps * S.b))

@@ -355,7 +355,10 @@ def stage_values(schedule: Schedule, stage):
     [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 4096]
     """
     m = np.asarray(stage)
-    b_m = np.minimum(schedule.b_max, _ceil_int(schedule.b0 * np.power(schedule.delta, m) + schedule.increment * m))
+    # cap in floating point first, so that a huge b0 δ^m never overflows the int64 conversion
+    grown = np.minimum(np.asarray(schedule.b_max, dtype=float),
+                       schedule.b0 * np.power(np.asarray(schedule.delta, dtype=float), m) + schedule.increment * m)
+    b_m = np.minimum(schedule.b_max, _ceil_int(grown))
     eta_m = np.minimum(schedule.eta_max, schedule.eta0 * np.power(schedule.gamma, m))
     eps_m = schedule.eps0 * np.sqrt(schedule.b0 / b_m)
     return b_m, eta_m, eps_m

@@ -22,6 +22,9 @@ b₀, η₀   ``b0``, ``eta0``      initial batch size and learning rate
 a, c     ``a``, ``c``          polynomial growth b_t = (a t + b₀)^c
 s        ``s``                 a positive offset, c = 1 + s or c = 1/(1 + s)
 C₁, C₂   ``C1``, ``C2``        constants of Proposition 1 (i)
+Σ η_t    ``sum_eta``           Σ_{t<T} η_t (Proposition 1, general sequences)
+Σ φη²/b  ``sum_eta2_b``        Σ_{t<T} φ(b_t) η_t²/b_t, φ the variance factor
+u        ``u``                 a second positive offset, δ = γ²(1 + u)
 ======== ===================== ==========================================
 
 >>> from sfotheory.symbols import L, eta
@@ -36,6 +39,7 @@ import sympy as sp
 __all__ = [
     "C1", "C2", "K", "L", "M", "T", "a", "b", "b0", "c", "delta", "eps", "eps0", "eta",
     "eta0", "eta_max", "gamma", "gap", "m", "n", "s", "sigma2", "t",
+    "sum_eta", "sum_eta2_b", "u",
 ]
 
 L = sp.Symbol("L", positive=True)
@@ -61,3 +65,6 @@ c = sp.Symbol("c", positive=True)
 s = sp.Symbol("s", positive=True)
 C1 = sp.Symbol("C_1", positive=True)
 C2 = sp.Symbol("C_2", positive=True)
+sum_eta = sp.Symbol("Sigma_eta", positive=True)
+sum_eta2_b = sp.Symbol("Sigma_eta2_b", positive=True)
+u = sp.Symbol("u", positive=True)

@@ -24,6 +24,7 @@ from .complexity import (
 from .constants import ProblemConstants, WithoutReplacement, WithReplacement
 from .paper import PAPER_ADAPTIVE, paper_schedule
 from .rule import schedule_table
+from .stages import max_lr_increases
 from .validation import ParameterError
 
 __all__ = ["register", "theory_summary", "paper_report"]
@@ -100,9 +101,12 @@ def paper_report(L: float | None = None) -> str:
     lines.append(f"  the last stage's eta = {last['eta']:.4g} is below 2/L only for L < {2 / last['eta']:.4g}; "
                  "cap it with eta_max for a rougher loss")
     if L is not None:
-        ok = [r for r in rows if r["eta"] < 2.0 / L]
-        lines.append(f"  with L = {L:g}: stages 0..{ok[-1]['m']} keep eta < 2/L = {2.0 / L:.4g}" if ok else
-                     f"  with L = {L:g}: even eta0 >= 2/L")
+        if p["eta0"] >= 2.0 / L:
+            lines.append(f"  with L = {L:g}: even eta0 = {p['eta0']} >= 2/L = {2.0 / L:.4g}")
+        else:
+            k = max_lr_increases(p["eta0"], p["gamma"], L=L)
+            lines.append(f"  with L = {L:g}: at most {k} learning-rate increases keep eta < 2/L = {2.0 / L:.4g} "
+                         f"(eta_{k} = {p['eta0'] * p['gamma'] ** k:.4g})")
     return "\n".join(lines)
 
 
