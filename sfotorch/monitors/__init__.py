@@ -1,0 +1,31 @@
+r"""Gradient-norm monitors: estimates of ‖∇f(θ)‖ for the stage rule of Algorithm 2.
+
+Each monitor has a ``name`` and ``measure() -> Measurement`` (``norm``, ``cost`` in gradient
+evaluations spent beyond training, ``monitor``, and optional fields: ``sq_norm``, ``raw_norm``,
+``trace_cov``, ``lower``/``upper``/``margin``/``confidence``, ``samples_used``, ``clamped``).
+
+============================ ================================ ======================== ================
+monitor                      estimate                          cost per check           leaves a trace?
+============================ ================================ ======================== ================
+:class:`ExactMonitor`        ‖∇f‖ over all n samples, eval     n                        no
+:class:`SubsampledMonitor`   ‖g_S‖² − (1−s/n) tr Σ̂/s, margin   s                        no
+:class:`DebiasedMonitor`     mean of ‖g_B‖² − c tr Σ̂/b         0 (training batches)     replaces backward
+============================ ================================ ======================== ================
+"""
+
+from .base import GradientNormMonitor, Measurement, leave_no_trace
+from .debiased import DebiasedMonitor
+from .exact import ExactMonitor
+from .moments import GradientMoments
+from .subsampled import SubsampledMonitor, confidence_radius
+
+__all__ = [
+    "DebiasedMonitor",
+    "ExactMonitor",
+    "GradientMoments",
+    "GradientNormMonitor",
+    "Measurement",
+    "SubsampledMonitor",
+    "confidence_radius",
+    "leave_no_trace",
+]
