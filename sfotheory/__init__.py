@@ -11,6 +11,7 @@ from .bounds import (
     derive_polynomial_growth,
     proposition1_bound,
 )
+from .cbs import CBSResult, cbs_sweep, plot_cbs
 from .complexity import (
     critical_batch_size,
     critical_batch_size_sensitivity,
@@ -21,6 +22,8 @@ from .complexity import (
     theory_constants,
 )
 from .constants import ProblemConstants, VarianceModel, WithoutReplacement, WithReplacement, variance_model
+from .problems import PROBLEMS, CauchyRegression, LeastSquares, Logistic, NoisyQuadratic, Problem, make_problem
+from .quadratic_theory import expected_critical_batch_size, expected_steps_to_eps, quadratic_moments
 from .rule import (
     Event,
     Schedule,
@@ -37,6 +40,7 @@ from .rule import (
     stack_schedules,
     stage_values,
 )
+from .simulate import SimulationResult, schedule_sequence, simulate
 from .stages import (
     derive_lr_increases,
     derive_stage_thresholds,
@@ -47,6 +51,22 @@ from .stages import (
 from .validation import ParameterError
 
 __all__ = [
+    "CBSResult",
+    "CauchyRegression",
+    "LeastSquares",
+    "Logistic",
+    "NoisyQuadratic",
+    "PROBLEMS",
+    "Problem",
+    "SimulationResult",
+    "cbs_sweep",
+    "expected_critical_batch_size",
+    "expected_steps_to_eps",
+    "make_problem",
+    "plot_cbs",
+    "quadratic_moments",
+    "schedule_sequence",
+    "simulate",
     "BoundTrace",
     "critical_batch_size",
     "critical_batch_size_sensitivity",

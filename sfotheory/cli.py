@@ -22,6 +22,9 @@ __all__ = ["main", "build_parser", "OneLineParser"]
 #: (module, what needs to be installed for it) in the order shown by ``sfo --help``.
 SUBCOMMAND_MODULES = [
     "sfotheory.theory_cli",
+    "sfotheory.cbs_cli",
+    "sfotorch.train_cli",
+    "sfotorch.plot_cli",
 ]
 
 

@@ -1,0 +1,117 @@
+"""``sfo cbs``: measure the critical batch size of a synthetic problem and compare it with b* = 2C₂/ε².
+
+    sfo cbs --problem quadratic --dim 1000 --eps 0.05 [--eta 0.1] [--replicates 32] [--seed 0]
+            [--batches 16] [--b-min 5 --b-max 400] [--max-steps 2000] [--refine 1]
+            [--without-replacement N] [--json] [--plot cbs.png] [--save result.json]
+
+Problem parameters not given keep the problem's defaults (``--dim``, ``--kappa``,
+``--sigma2``, ``--gap``, ``--noise`` for the quadratic; ``--n``, ``--dim``,
+``--kappa``, ``--ridge`` for the finite sums). ``--json`` prints the
+:class:`~sfotheory.cbs.CBSResult` as one JSON object; otherwise the table of
+:meth:`~sfotheory.cbs.CBSResult.table`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .cbs import cbs_sweep, log_grid, plot_cbs
+from .constants import WithoutReplacement
+from .problems import PROBLEMS, make_problem, problem_parameters
+from .validation import fail
+
+__all__ = ["register", "run"]
+
+#: command-line option → problem parameter (used only where the problem has that parameter).
+_PROBLEM_OPTIONS = ("dim", "kappa", "sigma2", "gap", "noise", "n", "ridge", "spectrum", "L")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "cbs", help="measure the critical batch size of a synthetic problem against b* = 2 C2 / eps^2",
+        description="Sweep constant batch sizes on a log grid, measure the steps K(b) and SFO N(b) to reach "
+                    "||grad f|| <= eps (median and CI over replicates), fit K(b) = C1 b / (eps^2 b - C2), and "
+                    "report the measured and fitted critical batch size beside the theory's b* = 2 C2 / eps^2.")
+    p.add_argument("--problem", default="quadratic", help=f"one of {', '.join(PROBLEMS)} (default quadratic)")
+    p.add_argument("--eps", type=float, required=True, help="target gradient norm eps > 0")
+    p.add_argument("--eta", type=float, default=None, help="learning rate, 0 < eta < 2/L (default 0.1/L)")
+    p.add_argument("--replicates", type=int, default=32, help="replicates per batch size (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the problem and of SGD (default 0)")
+    p.add_argument("--batches", type=int, default=16, help="grid points (default 16)")
+    p.add_argument("--b-min", type=float, default=None, help="smallest batch size (default b*/8)")
+    p.add_argument("--b-max", type=float, default=None, help="largest batch size (default 8 b*)")
+    p.add_argument("--max-steps", type=int, default=2000,
+                   help="steps after which a replicate counts as not reaching eps (default 2000)")
+    p.add_argument("--refine", type=int, default=0, help="rounds of a finer grid around the argmin (default 0)")
+    p.add_argument("--without-replacement", type=int, default=None, metavar="N",
+                   help="sample without replacement from N samples (finite sums: N must be their n)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--plot", default=None, metavar="PNG", help="draw the U-curve of N(b) to this file")
+    p.add_argument("--save", default=None, metavar="JSON", help="also write the result to this JSON file")
+    g = p.add_argument_group("problem parameters (each problem uses those it has; see sfotheory.problems)")
+    g.add_argument("--dim", type=int, help="dimension d")
+    g.add_argument("--kappa", type=float, help="condition number")
+    g.add_argument("--sigma2", type=float, help="quadratic: noise variance sigma^2 = tr Sigma")
+    g.add_argument("--gap", type=float, help="quadratic: f(theta_0) - f_*")
+    g.add_argument("--noise", help="quadratic: 'isotropic' or 'hessian'; least squares / cauchy: noise level")
+    g.add_argument("--spectrum", help="quadratic: 'log' or 'linear'")
+    g.add_argument("--L", type=float, help="quadratic: largest eigenvalue")
+    g.add_argument("--n", type=int, help="finite sums: number of samples")
+    g.add_argument("--ridge", type=float, help="finite sums: l2 weight")
+    p.set_defaults(handler=run)
+
+
+def _problem_from_args(args):
+    if args.problem not in PROBLEMS:
+        fail("--problem", "sfo cbs", "one of " + ", ".join(repr(k) for k in PROBLEMS), args.problem)
+    known = problem_parameters(args.problem)
+    params = {}
+    for opt in _PROBLEM_OPTIONS:
+        value = getattr(args, opt)
+        if value is None:
+            continue
+        if opt not in known:
+            fail(f"--{opt}", f"sfo cbs --problem {args.problem}",
+                 "one of the problem's parameters (" + ", ".join(known) + ")", value)
+        if opt == "noise" and args.problem != "quadratic":
+            value = float(value)
+        params[opt] = value
+    return make_problem(args.problem, params, seed=args.seed)
+
+
+def run(args) -> int:
+    problem = _problem_from_args(args)
+    variance = None
+    if args.without_replacement is not None:
+        variance = WithoutReplacement(args.without_replacement)
+    batch_sizes = None
+    if args.b_min is not None or args.b_max is not None:
+        from .complexity import critical_batch_size
+        from .constants import WithReplacement
+        eta = 0.1 / problem.L if args.eta is None else args.eta
+        if not 0 < eta < 2 / problem.L:
+            fail("--eta", "sfo cbs", f"in (0, 2/L = {2 / problem.L:.6g}) for problem {problem.name!r}", eta)
+        if args.eps is None or args.eps <= 0:
+            fail("--eps", "sfo cbs", "> 0", args.eps)
+        b_star = critical_batch_size(problem.constants(), eta, args.eps, variance or WithReplacement())
+        lo = args.b_min if args.b_min is not None else b_star / 8
+        hi = args.b_max if args.b_max is not None else 8 * b_star
+        if not 1 <= lo <= hi:
+            fail("--b-min", "sfo cbs", f"in [1, b_max = {hi:g}]", lo)
+        batch_sizes = log_grid(lo, hi, args.batches)
+    if args.replicates is None or args.replicates < 1:
+        fail("--replicates", "sfo cbs", ">= 1", args.replicates)
+    result = cbs_sweep(problem, eps=args.eps, eta=args.eta, batch_sizes=batch_sizes, num_batch_sizes=args.batches,
+                       replicates=args.replicates, seed=args.seed, max_steps=args.max_steps, variance=variance,
+                       refine=args.refine)
+    if args.plot:
+        plot_cbs(result, args.plot)
+    if args.save:
+        result.save(args.save)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(result.table())
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return 0
