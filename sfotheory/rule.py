@@ -471,7 +471,7 @@ def check_due(schedule: Schedule, state: StageState):
     return bool(due) if np.ndim(due) == 0 else due
 
 
-def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_cost=0):
+def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_cost=0, finite=True):
     """Count one step that consumed ``samples`` samples, then apply the stage rule.
 
     On a check step (see :func:`check_due`) with a measured ``norm`` = ‖∇f(θ)‖ and
@@ -480,6 +480,9 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     schedule moves on after ``period`` steps in the stage. ``check_cost`` gradient
     evaluations are added to ``check_samples`` on check steps. Returns
     ``(new_state, event)``; ``event`` is an :class:`Event` (an int array for batches).
+    ``finite=False`` says the step itself diverged (a NaN or infinite loss or gradient):
+    like a non-finite ``norm`` on a check step, it blocks every move on that step and
+    is reported as :attr:`Event.NONFINITE`; the step and its samples are still counted.
     A stopped run is left as it is. A NaN or infinite ``norm`` on a check step blocks
     every move on that step (a periodic move then happens on the next step; a stall
     action does not fire, since the stall limit is an exact step count).
@@ -498,8 +501,9 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     ('AT_MAX', 16)
     """
     # One implementation over two sets of primitives: Python scalars for one run, numpy for a batch.
-    ops = _ops(schedule, samples, norm, check_cost, *state)
+    ops = _ops(schedule, samples, norm, check_cost, finite, *state)
     where, not_ = ops.where, ops.not_
+    finite_step = finite
     st = StageState(*(ops.value(v) for v in state))
     active = not_(st.stopped)
     samples = where(active, ops.to_int(samples), 0)
@@ -519,10 +523,11 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     measured = due & (norm is not None)
     value = ops.inf_like(step) if norm is None else ops.to_float(norm)
     finite = ops.isfinite(value)
-    nonfinite = measured & not_(finite)  # a NaN/inf norm blocks every kind of move on this step
+    # a NaN/inf norm, or a step that diverged, blocks every kind of move on this step
+    nonfinite = ((measured & not_(finite)) | not_(ops.value(finite_step))) & active
     event = where(measured, int(Event.CHECKED), int(Event.NONE))
     event = where(nonfinite, int(Event.NONFINITE), event)
-    below_eps = measured & finite & (value <= st.threshold) & by_norm
+    below_eps = measured & finite & not_(nonfinite) & (value <= st.threshold) & by_norm
     below_max = st.batch_size < schedule.b_max
     event = where(below_eps & not_(below_max), int(Event.AT_MAX), event)
     move = below_eps & below_max

@@ -330,7 +330,7 @@ class StageScheduler:
                 fail("monitor", "StageScheduler.step", "given (or a norm passed to step(norm=...)) on check steps",
                      None, reason=f"step {int(st.step) + 1} is a check step (tau={sched.tau}) of the "
                                   f"norm-triggered schedule {sched.name!r}")
-        new, event = rule.advance(sched, st, samples, norm=value, check_cost=cost)
+        new, event = rule.advance(sched, st, samples, norm=value, check_cost=cost, finite=not bad_loss)
         self._state = new
         self.last_event = event
         self.last_norm = value if due else None
@@ -341,7 +341,8 @@ class StageScheduler:
                                      "b": int(new.batch_size), "eta": float(new.lr), "eps_m": float(new.threshold),
                                      "samples": int(new.samples), "check_samples": int(new.check_samples)})
         self._apply()
-        if self._log is not None and (due or int(new.stage) != int(st.stage)):
+        stalled = event in (Event.STALL_ADVANCED, Event.STALL_STOPPED, Event.STALL_WARNED)
+        if self._log is not None and (due or stalled or int(new.stage) != int(st.stage)):
             self._write(self._record(st, new, event, value, monitor_name, due))
         if event == Event.STALL_WARNED:
             warnings.warn(f"StageScheduler: stage {int(st.stage)} reached the stall limit "

@@ -269,3 +269,16 @@ def test_state_and_schedule_dicts_refuse_foreign_keys():
         rule.state_from_dict({"stage": 0})
     with pytest.raises(ParameterError, match="'d' parameter of schedule_from_dict"):
         rule.schedule_from_dict({**paper_schedule().to_dict(), "colour": "red"})
+
+
+def test_a_diverged_step_blocks_every_move_but_is_counted():
+    s = rule.periodic(b0=8, eta0=0.1, delta=2, gamma=1.4, period=2)
+    st_ = initial_state(s)
+    st_, _ = advance(s, st_, 8)
+    st_, ev = advance(s, st_, 8, finite=False)          # would be the periodic move
+    assert ev == Event.NONFINITE and st_.stage == 0 and st_.step == 2 and st_.samples == 16
+    st_, ev = advance(s, st_, 8)                        # the move happens on the next healthy step
+    assert ev == Event.PERIOD and st_.stage == 1
+    a = rule.adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=1)
+    st_, ev = advance(a, initial_state(a), 8, norm=0.1, finite=False)
+    assert ev == Event.NONFINITE and st_.stage == 0

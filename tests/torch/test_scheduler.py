@@ -364,3 +364,14 @@ def test_callable_monitor_counts_its_cost():
     for _ in range(6):
         sched.step()
     assert sched.state.check_samples == 80 and sched.stage == 2
+
+
+def test_nan_loss_blocks_a_periodic_move():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = StageScheduler(opt, "periodic", b0=8, eta0=0.1, delta=2, gamma=1.4, period=2)
+    sched.step(loss=1.0)
+    with pytest.warns(RuntimeWarning, match="loss"):
+        event = sched.step(loss=float("nan"))
+    assert event.name == "NONFINITE" and sched.stage == 0 and sched.batch_size == 8
+    assert sched.step(loss=1.0).name == "PERIOD" and sched.stage == 1
