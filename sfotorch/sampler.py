@@ -423,12 +423,14 @@ class ResizableLoader:
         if "drop_last" in state and bool(state["drop_last"]) != self.drop_last:
             warnings.warn(f"ResizableLoader.load_state_dict: the state was written with drop_last="
                           f"{state['drop_last']}; this loader keeps drop_last={self.drop_last}", stacklevel=2)
-        self.seed = check_integer(state["seed"], "seed", where)
+        seed = check_integer(state["seed"], "seed", where)
+        if seed != self.seed:
+            self._perm_cache = None  # π_e is a pure function of (seed, e): the cache survives otherwise
+        self.seed = seed
         self.epoch = check_integer(state["epoch"], "epoch", where, minimum=0)
         self.position = position
         self.batch_size = state["batch_size"]
         self.samples_delivered = int(state.get("samples_delivered", 0))
         self.dropped = int(state.get("dropped", 0))
         self.last_batch_len = 0
-        self._perm_cache = None
         self._generation += 1

@@ -27,27 +27,57 @@ The same weights average ‖g_B‖² (``raw_norm``²) and tr Σ̂ (``trace_cov``
 ū = mean(‖g_B‖²) − mean(tr Σ̂) · mean(c_b/b), which equals mean(u_t) while b is constant (always
 so in window mode: b changes only at checks).
 
-**Cheaper statistics.** Splitting a small batch into k micro-batches costs up to k× a plain
-backward when the step is dispatch-bound (see ``benchmarks/bench_monitors.py``). With
-``stats_every = r`` only one step in r is split (or run per-sample); the other steps run one plain
-batch gradient and contribute their free ‖g_B‖² to mean(‖g_B‖²), while mean(tr Σ̂) comes from the
-split steps. tr Σ is a population quantity that drifts slowly, so ū stays unbiased up to that
-drift; its noise grows as fewer steps estimate tr Σ̂. Keep r well below τ (a window without a
-split step returns NaN). The estimate refers to
-the average of ‖∇f(θ_t)‖² over the window, not to the last θ_t: it lags by about half a window.
-``sq_norm`` is the weighted mean ū; ``norm`` = √max(ū, 0); a negative ū is clamped to 0 and
-reported (``clamped``, and :attr:`DebiasedMonitor.clamped_count`). ``lower``/``upper`` are a
-normal-approximation interval ū ± z·se (se from the spread of the u_t of the split steps and
-their effective number W²/Σw²; neighbouring steps are treated as independent), mapped through √·.
+**Sources of tr Σ̂** (``variance_source``):
 
-**Training loop.** Replace ``loss.backward()`` by ``monitor.backward(inputs, targets)``: it runs
-the batch as k micro-batches (exactly what gradient accumulation does), adds to ``.grad`` the
-gradient one big ``loss_fn(model(inputs), targets).backward()`` would have added (the mean
-gradient for ``reduction="mean"``, the sum for ``"sum"``; accumulated in float64, equal to the
-big backward to float rounding), records the statistics and returns the batch loss. With
-BatchNorm in train mode each micro-batch is normalised with its own statistics and the running
-buffers are updated k times, as with gradient accumulation; ``.grad`` then differs from the
-big-batch one. ``cost`` = 0: no gradient is computed that training did not need.
+- ``"per_sample_norms"`` (recommended where it applies): hooks inside the one ordinary backward
+  give s_i = ‖∇f_i‖² for every sample (:mod:`sfotorch.monitors.per_sample_norms`; exact for
+  Linear, Conv1d/2d, LayerNorm, GroupNorm and BatchNorm in eval mode; refused for BatchNorm in
+  train mode and unsupported layers). ``.grad`` is the plain backward's, bit for bit. Then
+  u_t = (b/(b−1))‖ḡ‖² − Σ s_i/(b(b−1)) = (1/(b(b−1))) Σ_{i≠j} ∇f_iᵀ∇f_j: the diagonal terms
+  cancel, so u_t is the U-statistic of the batch, much less noisy than ‖g_B‖² alone.
+- ``"micro_batches"``: k forward/backward passes of b/k samples (any model; with BatchNorm in
+  train mode each micro-batch is normalised by its own statistics, as gradient accumulation does).
+- ``"per_sample"``: ``torch.func`` vmap over grad (no BatchNorm in train mode).
+
+**Cheaper statistics.** Even the hooks cost 1.1–1.6× a plain step at small b, micro-batches up to
+k× (see ``benchmarks/bench_monitors.py``). With ``stats_every = r`` only the steps t with
+t mod r = ``stats_phase`` compute tr Σ̂ (put the last one of a window just before the check:
+``stats_phase = r − 1`` when r divides τ). The other steps:
+
+- ``plain_step_norms=False``: are the user's own backward, with nothing added (zero overhead);
+  ū is the mean of the paired u_t of the statistics steps.
+- ``plain_step_norms=True`` (the default, as before): also record ‖g_B‖² (one fused norm of the fresh
+  ``.grad``, itself ~10% of a step at b = 8 on a small MLP); ū = mean(‖g_B‖²) − mean(tr Σ̂)·mean(c_b/b)
+  over the window, which mixes unpaired terms.
+
+tr Σ is a population quantity that drifts slowly, so ū stays unbiased up to that drift. Keep r
+well below τ (a window without a statistics step returns NaN). The estimate refers to the average
+of ‖∇f(θ_t)‖² over the window, not to the last θ_t: it lags by about half a window.
+``sq_norm`` is the weighted mean ū; a negative ū is clamped to 0 and reported (``clamped``, and
+:attr:`DebiasedMonitor.clamped_count`).
+
+**Uncertainty and the decision.** se is the standard error of ū: from the spread of the u_t of
+the statistics steps and their effective number W²/Σw² when ū is their mean; when plain-step norms
+are mixed in, se² = var(‖g_B‖²)/(N−1) + mean(c_b/b)² var(tr Σ̂)/(N_s−1) (their positive covariance
+ignored: conservative). Neighbouring steps are treated as independent. ``lower``/``upper`` are
+the two-sided interval ū ± z_{(1+confidence)/2}·se mapped through √·. ``decision`` sets what
+``norm`` — the value the stage rule compares with ε_m — is:
+
+- ``"estimate"``: √max(ū, 0), the point estimate (noise crosses ε_m early about half the time
+  that the truth is within a standard error above it);
+- ``"upper"``: the one-sided upper confidence bound √max(ū + z_{confidence}·se, 0), so that a
+  stage advances only if ‖∇f‖ ≤ ε_m is supported at level ``confidence`` (P(advance | ‖∇f‖² ≥ ε_m²
+  + 0) ≤ 1 − confidence under the normal approximation); the point estimate is in
+  ``extra["estimate"]``.
+
+**Training loop.** Replace ``loss.backward()`` by ``monitor.backward(inputs, targets)``. With the
+hooks, or on a step without statistics, it *is* ``loss_fn(model(inputs), targets).backward()``
+(``.grad`` bit for bit). With micro-batches it runs the batch as k micro-batches (exactly what
+gradient accumulation does) and adds to ``.grad`` the gradient one big backward would have added
+(equal to float rounding), records the statistics and returns the batch loss. With BatchNorm in
+train mode each micro-batch is normalised with its own statistics and the running buffers are
+updated k times, as with gradient accumulation; ``.grad`` then differs from the big-batch one.
+``cost`` = 0: no gradient is computed that training did not need.
 """
 
 from __future__ import annotations
@@ -58,16 +88,22 @@ from statistics import NormalDist
 import torch
 from torch import nn
 
-from sfotheory.validation import check_choice, check_in_range, fail
+from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, fail
 
 from .base import GradientNormMonitor, Measurement, check_count, resolve_reduction, trainable_parameters
 from .moments import GradientMoments, group_gradient, loss_scale, per_sample_gradients, refuse_batch_coupled
+from .per_sample_norms import PerSampleNorms
 
 __all__ = ["DebiasedMonitor"]
 
-VARIANCE_SOURCES = ("micro_batches", "per_sample")
-_STATS = ("w", "w2", "g2", "cb", "ws", "ws2", "tr", "u", "u2", "samples", "steps")
-_DECAYED = ("w", "g2", "cb", "ws", "tr", "u", "u2")
+VARIANCE_SOURCES = ("micro_batches", "per_sample", "per_sample_norms")
+DECISIONS = ("estimate", "upper")
+# w, w2: weights (and squared) of the steps with a recorded ‖g_B‖²; g2, g22: Σ w‖g_B‖², Σ w‖g_B‖⁴;
+# cb: Σ w c_b/b; ws, ws2: weights of the statistics steps; tr, tr2: Σ w tr Σ̂, Σ w (tr Σ̂)²;
+# u, u2: Σ w u_t, Σ w u_t²; samples, steps: every step seen since the last measurement.
+_STATS = ("w", "w2", "g2", "g22", "cb", "ws", "ws2", "tr", "tr2", "u", "u2", "samples", "steps")
+_DECAYED = ("w", "g2", "g22", "cb", "ws", "tr", "tr2", "u", "u2")
+_SQUARE_DECAYED = ("w2", "ws2")
 
 
 class DebiasedMonitor(GradientNormMonitor):
@@ -76,20 +112,23 @@ class DebiasedMonitor(GradientNormMonitor):
     Parameters
     ----------
     model, loss_fn, reduction : as for :class:`~sfotorch.monitors.exact.ExactMonitor`.
-    micro_batches : default k for :meth:`backward` (2 ≤ k ≤ b).
-    variance_source : ``"micro_batches"`` or ``"per_sample"`` (torch.func vmap over grad; no
-        BatchNorm in train mode).
+    micro_batches : default k for :meth:`backward` (2 ≤ k ≤ b; micro-batch source only).
+    variance_source : ``"micro_batches"``, ``"per_sample"`` (torch.func) or ``"per_sample_norms"``
+        (hooks in the one backward; see the module doc for the layers it supports).
     beta : None for the window mean since the last measurement, or the EMA decay in (0, 1).
     population : n when batches are drawn without replacement from n samples (c_b = 1 − b/n);
         None for i.i.d. batches (c_b = 1).
-    confidence : level of the interval in ``lower``/``upper``.
-    stats_every : r; tr Σ̂ is estimated (micro-batches or per-sample) on one step in r only; the other
-        steps run one plain batch gradient and contribute ‖g_B‖² alone (see the module doc).
+    confidence : level of the interval in ``lower``/``upper`` and of the one-sided bound of
+        ``decision="upper"``.
+    stats_every, stats_phase : r and the phase: tr Σ̂ on the steps t with t mod r = phase only.
+    plain_step_norms : record ‖g_B‖² on the steps without statistics too (see the module doc).
+    decision : ``"estimate"`` or ``"upper"``: what ``norm`` reports (see the module doc).
     """
 
     def __init__(self, model: nn.Module, loss_fn, *, micro_batches: int = 4, variance_source: str = "micro_batches",
                  beta: float | None = None, population: int | None = None, confidence: float = 0.95,
-                 stats_every: int = 1, reduction: str | None = None, name: str = "debiased"):
+                 stats_every: int = 1, stats_phase: int = 0, plain_step_norms: bool = True,
+                 decision: str = "estimate", reduction: str | None = None, name: str = "debiased"):
         where = "DebiasedMonitor"
         self.params = trainable_parameters(model, where)
         self.model = model
@@ -104,7 +143,14 @@ class DebiasedMonitor(GradientNormMonitor):
         self.population = None if population is None else check_count(population, "population", where, low=1)
         self.confidence = check_in_range(confidence, 0.0, 1.0, "confidence", where, low_strict=True)
         self.stats_every = check_count(stats_every, "stats_every", where, low=1,
-                                       reason="micro-batch statistics on one step in stats_every")
+                                       reason="statistics on one step in stats_every")
+        self.stats_phase = check_count(stats_phase, "stats_phase", where, low=0, high=self.stats_every - 1,
+                                       reason=f"a residue modulo stats_every = {self.stats_every}")
+        if not isinstance(plain_step_norms, bool):
+            fail("plain_step_norms", where, "True or False", plain_step_norms, cls=ParameterTypeError)
+        self.plain_step_norms = plain_step_norms
+        self.decision = check_choice(decision, DECISIONS, "decision", where)
+        self._norms = PerSampleNorms(model, self.params, where=where) if variance_source == "per_sample_norms" else None
         self.name = name
         self.steps_seen = 0
         self.clamped_count = 0
@@ -126,8 +172,20 @@ class DebiasedMonitor(GradientNormMonitor):
         b = int(inputs.shape[0])
         if b != int(targets.shape[0]):
             fail("targets", where, f"as many rows as inputs (b = {b})", f"{int(targets.shape[0])} rows")
-        with_stats = self.steps_seen % self.stats_every == 0
+        with_stats = self.steps_seen % self.stats_every == self.stats_phase
+        if with_stats and self.variance_source != "micro_batches" and micro_batches is not None:
+            fail("micro_batches", where, f"None with variance_source={self.variance_source!r} (k = b)", micro_batches)
+        if with_stats and b < 2:
+            fail("inputs", where, "a batch of at least 2 samples (tr Σ̂ needs two)", f"a batch of {b}")
         self.steps_seen += 1
+        if not with_stats and not self.plain_step_norms:
+            with torch.enable_grad():               # exactly the user's backward, nothing recorded
+                loss = self.loss_fn(self.model(inputs), targets)
+                loss.backward()
+            self._count(b)
+            return loss.detach()
+        if self._norms is not None and with_stats:
+            return self._backward_with_norms(inputs, targets, b)
         if not with_stats and all(p.grad is None for p in self.params):
             # fast path: exactly the user's backward, plus one fused norm of the fresh .grad
             with torch.enable_grad():
@@ -145,18 +203,11 @@ class DebiasedMonitor(GradientNormMonitor):
                 mom.add(grads, b, scale)
                 loss_sum = loss_sum * scale
             elif self.variance_source == "per_sample":
-                if micro_batches is not None:
-                    fail("micro_batches", where, "None with variance_source='per_sample' (k = b)", micro_batches)
-                if b < 2:
-                    fail("inputs", where, "a batch of at least 2 samples (tr Σ̂ needs two)", f"a batch of {b}")
                 refuse_batch_coupled(self.model, where)
                 grads, loss_sum = per_sample_gradients(self.model, self.params, self.loss_fn, inputs, targets)
                 mom.add_per_sample(grads)
             else:
                 k = self.micro_batches if micro_batches is None else micro_batches
-                if b < 2:
-                    fail("inputs", where, "a batch of at least 2 samples (tr Σ̂ needs two micro-batches)",
-                         f"a batch of {b}")
                 k = check_count(k, "micro_batches", where, low=2, high=b,
                                 reason=f"k non-empty micro-batches of the batch of b = {b} samples")
                 loss_sum = None
@@ -174,6 +225,28 @@ class DebiasedMonitor(GradientNormMonitor):
         self.update(mom.mean_sq_norm(), mom.trace_cov() if with_stats else None, b)
         return loss_sum * scale
 
+    def _backward_with_norms(self, inputs, targets, b):
+        r"""The plain backward with the per-sample-norm hooks: s_i, ‖ḡ‖², then
+        tr Σ̂ = (Σ s_i − b‖ḡ‖²)/(b − 1) (:mod:`~sfotorch.monitors.per_sample_norms`)."""
+        before = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+        with torch.enable_grad(), self._norms.recording():
+            loss = self.loss_fn(self.model(inputs), targets)
+            loss.backward()
+        with torch.no_grad():
+            fresh = [torch.zeros_like(p) if p.grad is None else p.grad if old is None else p.grad - old
+                     for p, old in zip(self.params, before)]
+            c = 1.0 / b if self.reduction == "mean" else 1.0       # ∂loss/∂θ = c Σ_i ∇f_i
+            mean_sq = (float(torch.nn.utils.get_total_norm(fresh)) / (c * b)) ** 2
+            sq = self._norms.sq_norms
+            total_sq = 0.0 if sq is None else float(sq.sum(dtype=torch.float64)) / (c * c)
+        trace = max(total_sq - b * mean_sq, 0.0) / (b - 1)
+        self.update(mean_sq, trace, b)
+        return loss.detach()
+
+    def _count(self, b: int) -> None:
+        self._stats["samples"] += b
+        self._stats["steps"] += 1
+
     def update(self, batch_sq_norm: float, trace_cov: float | None, batch_size: int) -> None:
         """Record one step's ‖g_B‖², tr Σ̂ (None on a step without statistics) and b.
 
@@ -190,30 +263,39 @@ class DebiasedMonitor(GradientNormMonitor):
         if self.beta is not None:
             for key in _DECAYED:
                 st[key] *= self.beta
-            st["w2"] *= self.beta ** 2
-            st["ws2"] *= self.beta ** 2
+            for key in _SQUARE_DECAYED:
+                st[key] *= self.beta ** 2
             w = 1.0 - self.beta
         else:
             w = 1.0
         st["w"] += w
         st["w2"] += w * w
         st["g2"] += w * batch_sq_norm
+        st["g22"] += w * batch_sq_norm * batch_sq_norm
         st["cb"] += w * c / b
         if trace_cov is not None:
             u = batch_sq_norm - c * trace_cov / b
             st["ws"] += w
             st["ws2"] += w * w
             st["tr"] += w * trace_cov
+            st["tr2"] += w * trace_cov * trace_cov
             st["u"] += w * u
             st["u2"] += w * u * u
-        st["samples"] += b
-        st["steps"] += 1
+        self._count(b)
 
     # -- the check ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _mean_var(total, total_sq, weight, weight_sq):
+        """Weighted mean and the variance of that mean (inf with one effective observation)."""
+        mean = total / weight
+        n_eff = weight * weight / weight_sq
+        var = max(total_sq / weight - mean * mean, 0.0)
+        return mean, (var / (n_eff - 1.0) if n_eff > 1.0 + 1e-9 else math.inf), n_eff
+
     def measure(self) -> Measurement:
-        """The smoothed estimate; ``cost`` = 0. NaN if no finite step was recorded since the last
-        measurement (window mode) or if a step since then had a non-finite gradient."""
+        """The smoothed estimate; ``cost`` = 0. NaN if no finite step with statistics was recorded
+        since the last measurement (window mode) or if a step since then had a non-finite gradient."""
         st = dict(self._stats)
         nonfinite = self._nonfinite_since_measure
         self._nonfinite_since_measure = False
@@ -229,22 +311,33 @@ class DebiasedMonitor(GradientNormMonitor):
                                extra={"steps": int(st["steps"]), "nonfinite": nonfinite})
         trace = st["tr"] / st["ws"]
         g2 = st["g2"] / st["w"]
-        mean_u = g2 - trace * st["cb"] / st["w"]
-        # standard error from the spread of the u_t of the steps with statistics
-        n_eff = st["ws"] ** 2 / st["ws2"]
-        var_u = max(st["u2"] / st["ws"] - (st["u"] / st["ws"]) ** 2, 0.0)
-        se = math.sqrt(var_u / (n_eff - 1.0)) if n_eff > 1.0 else math.inf
-        z = NormalDist().inv_cdf(0.5 + self.confidence / 2.0)
+        cb = st["cb"] / st["w"]
+        mean_u = g2 - trace * cb
+        paired = math.isclose(st["w"], st["ws"], rel_tol=1e-12)     # every recorded step has its tr Σ̂
+        if paired:
+            _, var_mean, n_eff = self._mean_var(st["u"], st["u2"], st["ws"], st["ws2"])
+        else:
+            _, var_g2, _ = self._mean_var(st["g2"], st["g22"], st["w"], st["w2"])
+            _, var_tr, n_eff = self._mean_var(st["tr"], st["tr2"], st["ws"], st["ws2"])
+            var_mean = var_g2 + cb * cb * var_tr
+        se = math.sqrt(var_mean)
+        normal = NormalDist()
+        z = normal.inv_cdf(0.5 + self.confidence / 2.0)
         lo_sq, hi_sq = mean_u - z * se, mean_u + z * se
         lower = math.sqrt(max(lo_sq, 0.0))
         upper = math.sqrt(max(hi_sq, 0.0)) if math.isfinite(hi_sq) else math.inf
+        one_sided_sq = mean_u + normal.inv_cdf(self.confidence) * se
+        one_sided = math.sqrt(max(one_sided_sq, 0.0)) if math.isfinite(one_sided_sq) else math.inf
         clamped = mean_u < 0.0
         self.clamped_count += int(clamped)
+        estimate = math.sqrt(max(mean_u, 0.0))
         return Measurement(
-            norm=math.sqrt(max(mean_u, 0.0)), cost=0, monitor=self.name, sq_norm=mean_u, raw_norm=math.sqrt(g2),
-            trace_cov=trace, lower=lower, upper=upper, margin=(upper - lower) / 2.0, confidence=self.confidence,
-            samples_used=int(st["samples"]), clamped=clamped,
-            extra={"steps": int(st["steps"]), "effective_steps": n_eff, "sq_norm_se": se,
+            norm=one_sided if self.decision == "upper" else estimate, cost=0, monitor=self.name, sq_norm=mean_u,
+            raw_norm=math.sqrt(g2), trace_cov=trace, lower=lower, upper=upper, margin=(upper - lower) / 2.0,
+            confidence=self.confidence, samples_used=int(st["samples"]), clamped=clamped,
+            extra={"steps": int(st["steps"]), "stats_steps": n_eff if paired else st["ws"] ** 2 / st["ws2"],
+                   "effective_steps": n_eff, "sq_norm_se": se, "estimate": estimate, "one_sided_upper": one_sided,
+                   "decision": self.decision, "paired": paired,
                    "noise_scale": trace / mean_u if mean_u > 0 else math.inf})
 
     # -- resume ---------------------------------------------------------------------------------------

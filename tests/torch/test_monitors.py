@@ -338,8 +338,9 @@ def test_debiased_estimate_is_unbiased_on_least_squares(without_replacement, sta
         mon.backward(x[idx], y[idx])
         model.weight.grad = None
         st = mon.state_dict()["stats"]
-        us.append(st["u"])
-    per_step = torch.tensor(us).diff(prepend=torch.zeros(1))[::stats_every]   # u_t of the split steps
+        us.append((st["u"], st["g2"], st["tr"]))
+    cumulative = torch.tensor(us, dtype=torch.float64).diff(dim=0, prepend=torch.zeros(1, 3, dtype=torch.float64))
+    per_step = cumulative[::stats_every, 0]                 # u_t of the split steps
     tolerance = 4 * float(per_step.std()) / math.sqrt(per_step.numel())
     m = mon.measure()
     if without_replacement:
@@ -351,7 +352,12 @@ def test_debiased_estimate_is_unbiased_on_least_squares(without_replacement, sta
         assert abs(correction - wrong_c) > 2 * tolerance
     assert m.sq_norm == pytest.approx(true_sq, abs=tolerance)
     assert m.raw_norm ** 2 == pytest.approx(true_sq + correction, abs=tolerance)
-    assert m.extra["sq_norm_se"] == pytest.approx(tolerance / 4, rel=0.05)
+    if stats_every == 1:              # ū is the mean of the paired u_t: se from their spread
+        assert m.extra["sq_norm_se"] == pytest.approx(tolerance / 4, rel=0.05)
+    else:                             # ū = mean(‖g_B‖², all steps) − (c/b)·mean(tr Σ̂, split steps)
+        g2_all, tr_split = cumulative[:, 1], cumulative[::stats_every, 2]
+        se = math.sqrt(float(g2_all.var()) / steps + (1 / b) ** 2 * float(tr_split.var()) / tr_split.numel())
+        assert m.extra["sq_norm_se"] == pytest.approx(se, rel=0.01)
     assert m.samples_used == steps * b and m.cost == 0
     truth_trace = trace_s2 if without_replacement else trace_pop
     assert m.trace_cov == pytest.approx(truth_trace, rel=0.1)     # ≥ 1000 × 3 dof: sd of the mean ≤ 2.6%
