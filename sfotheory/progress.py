@@ -1,0 +1,62 @@
+"""A dependency-free progress line for long work (``sfo reproduce``, sweeps).
+
+One line on ``stream`` (stderr by default), rewritten in place on a terminal and throttled to
+one line every ``every`` seconds elsewhere (logs stay short). Shows the label, done/total with
+a percentage when the total is known, elapsed time, and any ``key=value`` status given.
+
+>>> import io
+>>> out = io.StringIO()
+>>> p = Progress(total=4, label="demo", stream=out, every=0)
+>>> p.update(2, stage="b")
+>>> p.close()
+>>> out.getvalue().splitlines()[0].startswith("demo 2/4 (50%)")
+True
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """A throttled progress line: ``update(n, **status)`` after each unit of work, ``close()`` at the end."""
+
+    def __init__(self, total: int | None = None, label: str = "", stream=None, every: float = 1.0):
+        self.total = total
+        self.label = label
+        self.stream = sys.stderr if stream is None else stream
+        self.every = every
+        self.done = 0
+        self.status: dict = {}
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._t0 = time.perf_counter()
+        self._last = -float("inf")
+        self._wrote = False
+
+    def update(self, n: int = 1, **status) -> None:
+        self.done += n
+        self.status.update(status)
+        now = time.perf_counter()
+        if now - self._last >= self.every or (self.total is not None and self.done >= self.total):
+            self._last = now
+            self._write(now)
+
+    def _write(self, now: float) -> None:
+        count = f"{self.done}/{self.total} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done}"
+        extra = " ".join(f"{k}={v}" for k, v in self.status.items())
+        line = f"{self.label} {count} {now - self._t0:.0f}s {extra}".strip()
+        if self.tty:
+            self.stream.write("\r" + line[:150].ljust(100))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self._wrote = True
+
+    def close(self) -> None:
+        if self.tty and self._wrote:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._wrote = False
