@@ -1,32 +1,43 @@
 """Benchmark: what each gradient-norm monitor costs and how often it decides like the exact one.
 
-Claim under test (issue 4): the debiased monitor (‖g_B‖² − tr Σ̂/b from micro-batches of the
-training batches, window mean over the check interval) costs no extra SFO, at most 5% extra wall
-time, and makes the same stage transitions as the exact monitor within one check interval.
+Claim under test (issue 4): the debiased monitor (‖g_B‖² − tr Σ̂/b from the training batches,
+smoothed over the check interval) costs no extra SFO, at most 5% extra wall time, and makes the
+same stage transitions as the exact monitor within one check interval.
 
 Setup: a generated Fashion-MNIST-like task (10 classes, 16×16 "images" = smooth class templates
-+ N(0, 1) pixel noise, 10% label noise, n = 10 000 training samples), a small MLP or CNN, plain SGD
-driven by Algorithm 2 (sfotheory.rule: adaptive_exponential, initial_state, check_due, advance) in
-a plain loop; batches drawn without replacement from a per-epoch permutation seeded by (seed, epoch).
++ N(0, 1) pixel noise, 10% label noise) or real Fashion-MNIST (``--data fashion_mnist``, 28×28), an
+MLP 256→128→64→10 or ``sfotorch.models.build_model("small_cnn", 10, in_channels=1)`` (smaller n and
+budget for the CNN, see ``MODEL_CONFIG``), plain SGD driven by Algorithm 2 (sfotheory.rule:
+adaptive_exponential, initial_state, check_due, advance) in a plain loop; batches drawn without
+replacement from a per-epoch permutation seeded by (seed, epoch); ``torch.set_num_threads(1)``.
 The monitor is measured after ``optimizer.step()`` (the norm at θ_{t+1}). At every check the exact
 monitor is also run on the same θ ("alongside": its time and SFO are *not* charged to the run) so
 that each decision ‖∇f‖ ≤ ε_m can be compared with the exact one.
 
-Outputs, per driving monitor: training SFO, measurement SFO (and its ratio), wall time of training
-and of measuring, per-check agreement with the exact decision, and for every transition the lag in
-check intervals between the first check at which the exact monitor was below ε_m in that stage and
-the check at which the driving monitor advanced ("early" when the exact monitor had not yet been
-below). The debiased monitor's extra wall time is measured by a paired replay: the same (b_t, η_t)
-sequence and batches run with a plain ``loss.backward()`` and with ``monitor.backward``, alternating
-step by step so that machine load hits both alike. Last, the cost of tr Σ̂ sources at b = 8, 32, 128:
-plain backward vs k micro-batches vs torch.func per-sample gradients.
+Monitors (``DRIVERS``): ``exact``; the old debiased configurations (micro-batches k = 4 on every
+step; on one step in 5); the new ones (per-sample-norm hooks inside the one backward on one step in
+r, nothing on the others; ``-ucb``: the stage advances on the one-sided upper confidence bound);
+subsampled (fresh subsets of s).
 
-Run: ``python benchmarks/bench_monitors.py [--model mlp|cnn] [--quick] [--threads 1]``.
+Outputs, per monitor: training and measurement SFO, per-check agreement with the exact decision,
+and for every transition its lag in check intervals behind the exact decision: ``k ≥ 0`` = k checks
+after the first check of the stage at which the exact monitor was below ε_m; ``−k`` = early: the
+exact monitor was still above ε_m, and continuing the stage from the same state (model, optimizer,
+batch stream copied) it first goes below k checks later (``<−K``: not within K checks). "Within one
+check interval" means every lag is in {−1, 0, 1}. Extra wall time of a debiased monitor: a paired
+replay of the run's (b_t, η_t) sequence on the same batches, alternating step by step a plain
+``loss.backward()`` loop and a ``monitor.backward`` loop (+ ``measure()`` at the checks) so that
+machine load hits both alike; repeated, median (and range) of monitored/plain − 1. Last, the cost
+of one statistics step per source at b = 8, 32, 128 against a plain backward.
+
+Run: ``python benchmarks/bench_monitors.py [--quick] [--models mlp,cnn] [--data generated|fashion_mnist]``
+(``--quick``: a third of the training budget, one replay repeat, no subsampled monitor; a few minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -35,6 +46,7 @@ import torch
 from torch import nn
 
 from sfotheory.rule import adaptive_exponential, advance, check_due, initial_state
+from sfotorch.models import build_model
 from sfotorch.monitors import DebiasedMonitor, ExactMonitor, SubsampledMonitor
 
 CONFIG = {
@@ -46,16 +58,29 @@ CONFIG = {
     "tau": 50,                 # check interval, steps
     "b_max": 1024,
     "train_sfo": 300_000,      # training samples per run (30 epochs)
-    "micro_batches": 4,        # debiased monitor: k
-    "stats_every": 5,          # debiased-r monitor: split one step in r
+    "micro_batches": 4,        # old debiased monitor: k
+    "stats_every_old": 5,      # old debiased-r monitor: split one step in 5
+    "stats_every": 10,         # new monitor: per-sample-norm hooks on one step in r (5 per window)
+    "confidence": 0.9,         # new -ucb monitor: one-sided level of the upper bound
     "subsample": 1000,         # subsampled monitor: s
+    "counterfactual_checks": 4,  # K: how far an early transition's exact crossing is looked for
+    "replays": 3,              # paired-replay repeats (median)
     "seed": 0,
 }
+# the CNN is ~30× the MLP's cost per sample on one CPU thread: a smaller set and budget
+MODEL_CONFIG = {"mlp": {}, "cnn": {"n": 3000, "train_sfo": 45_000, "b_max": 256}}
+DRIVERS = ("exact", "debiased k=4", "debiased k=4 r=5", "psn r=10", "psn r=10 ucb", "subsampled fresh")
 
 
 # -- data, model, sampling ----------------------------------------------------------------------------
 
-def make_data(cfg):
+def make_data(cfg, data):
+    if data == "fashion_mnist":
+        from sfotorch.datasets import load_dataset
+        ds = load_dataset("fashion_mnist", subset=cfg["n"])
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        y = torch.tensor([int(ds[i][1]) for i in range(len(ds))])
+        return x, y
     g = torch.Generator().manual_seed(cfg["seed"])
     templates = nn.functional.avg_pool2d(torch.randn(cfg["classes"], 1, 20, 20, generator=g), 5, stride=1)
     templates = templates / templates.std()
@@ -66,14 +91,12 @@ def make_data(cfg):
     return x, y
 
 
-def make_model(kind, classes, seed):
+def make_model(kind, classes, seed, pixels):
     torch.manual_seed(seed)
     if kind == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+        return nn.Sequential(nn.Flatten(), nn.Linear(pixels, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
                              nn.Linear(64, classes))
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                         nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, classes))
+    return build_model("small_cnn", classes, in_channels=1)
 
 
 class EpochStream:
@@ -95,26 +118,50 @@ class EpochStream:
         return idx
 
 
+def make_debiased(driver, model, loss_fn, cfg):
+    """The debiased monitor of a driver name, or None."""
+    if driver.startswith("debiased"):
+        r = cfg["stats_every_old"] if "r=" in driver else 1
+        return DebiasedMonitor(model, loss_fn, micro_batches=cfg["micro_batches"], population=cfg["n"],
+                               stats_every=r)
+    if driver.startswith("psn"):
+        r = cfg["stats_every"]
+        return DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=cfg["n"],
+                               stats_every=r, stats_phase=r - 1, plain_step_norms=False,
+                               decision="upper" if driver.endswith("ucb") else "estimate",
+                               confidence=cfg["confidence"])
+    return None
+
+
+def train_step(model, opt, loss_fn, debiased, xb, yb, lr):
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    if debiased is not None:
+        debiased.backward(xb, yb)
+    else:
+        loss_fn(model(xb), yb).backward()
+    opt.step()
+
+
 # -- one run driven by one monitor ----------------------------------------------------------------------
 
 def run(driver, cfg, x, y, model_kind):
-    model = make_model(model_kind, cfg["classes"], cfg["seed"])
+    model = make_model(model_kind, cfg["classes"], cfg["seed"], x[0].numel())
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=cfg["eta0"])
     schedule = adaptive_exponential(b0=cfg["b0"], eta0=cfg["eta0"], eps0=cfg["eps0"], delta=cfg["delta"],
                                     gamma=cfg["gamma"], tau=cfg["tau"], b_max=cfg["b_max"])
     state = initial_state(schedule)
-    exact = ExactMonitor(model, (x, y), loss_fn, batch_size=2000)
-    debiased = None
+    exact = ExactMonitor(model, (x, y), loss_fn, batch_size=1000)
+    debiased = make_debiased(driver, model, loss_fn, cfg)
     if driver == "exact":
         monitor = exact
-    elif driver.startswith("debiased"):
-        r = cfg["stats_every"] if driver.endswith("-r") else 1
-        monitor = debiased = DebiasedMonitor(model, loss_fn, micro_batches=cfg["micro_batches"], population=cfg["n"],
-                                             stats_every=r)
-    elif driver.startswith("subsampled"):
-        monitor = SubsampledMonitor(model, (x, y), loss_fn, sample_size=cfg["subsample"], fresh=driver.endswith("fresh"),
-                                    seed=cfg["seed"], micro_batches=8, bound="gaussian", batch_size=2000)
+    elif debiased is not None:
+        monitor = debiased
+    else:
+        monitor = SubsampledMonitor(model, (x, y), loss_fn, sample_size=cfg["subsample"], fresh=True,
+                                    seed=cfg["seed"], micro_batches=8, bound="gaussian", batch_size=1000)
     stream = EpochStream(cfg["n"], cfg["seed"])
     t_train = t_measure = 0.0
     checks, sequence, transitions = [], [], []
@@ -123,14 +170,7 @@ def run(driver, cfg, x, y, model_kind):
         sequence.append((b, lr))
         t0 = time.perf_counter()
         idx = stream.next(b)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        if debiased is not None:
-            debiased.backward(x[idx], y[idx])
-        else:
-            loss_fn(model(x[idx]), y[idx]).backward()
-        opt.step()
+        train_step(model, opt, loss_fn, debiased, x[idx], y[idx], lr)
         t_train += time.perf_counter() - t0
         norm, cost = None, 0
         if check_due(schedule, state):
@@ -143,73 +183,96 @@ def run(driver, cfg, x, y, model_kind):
             checks.append({"stage": int(state.stage), "eps": eps, "norm": m.norm, "exact": ref.norm,
                            "agree": (m.norm <= eps) == (ref.norm <= eps), "clamped": m.clamped})
         old_stage = int(state.stage)
+        snapshot = None
+        if norm is not None and norm <= checks[-1]["eps"] and checks[-1]["exact"] > checks[-1]["eps"]:
+            snapshot = copy.deepcopy((model, opt, stream))        # a possibly early transition: keep the state
         state, event = advance(schedule, state, b, norm=norm, check_cost=cost)
         if int(state.stage) != old_stage:
-            transitions.append({"step": int(state.step), "samples": int(state.samples), "check": len(checks) - 1,
-                                "to_b": int(state.batch_size)})
+            tr = {"step": int(state.step), "samples": int(state.samples), "check": len(checks) - 1,
+                  "to_b": int(state.batch_size)}
+            if snapshot is not None:
+                tr["exact_crosses_after"] = counterfactual(snapshot, b, lr, checks[-1]["eps"], cfg, x, y, loss_fn)
+            transitions.append(tr)
     final = exact.measure().norm
     return {"driver": driver, "state": state, "checks": checks, "transitions": transitions, "sequence": sequence,
             "t_train": t_train, "t_measure": t_measure, "final_norm": final}
 
 
-def lags(result):
-    """Per transition: checks between the exact monitor's first 'below ε_m' in the stage and the advance."""
+def counterfactual(snapshot, b, lr, eps, cfg, x, y, loss_fn):
+    """Continue the stage (same b, η) from the copied state; the first check (1, 2, …) at which the
+    exact ‖∇f‖ ≤ ε_m, or None within ``counterfactual_checks``."""
+    model, opt, stream = snapshot
+    exact = ExactMonitor(model, (x, y), loss_fn, batch_size=1000)
+    for j in range(1, cfg["counterfactual_checks"] + 1):
+        for _ in range(cfg["tau"]):
+            idx = stream.next(b)
+            train_step(model, opt, loss_fn, None, x[idx], y[idx], lr)
+        if exact.measure().norm <= eps:
+            return j
+    return None
+
+
+def lags(result, cfg):
+    """Per transition: checks between the exact monitor's first 'below ε_m' in the stage and the advance;
+    negative for an early advance (see the module doc)."""
     out = []
     for tr in result["transitions"]:
-        stage_checks = [i for i, c in enumerate(result["checks"]) if c["stage"] == result["checks"][tr["check"]]["stage"]]
+        stage = result["checks"][tr["check"]]["stage"]
+        stage_checks = [i for i, c in enumerate(result["checks"]) if c["stage"] == stage]
         first_exact = next((i for i in stage_checks if result["checks"][i]["exact"] <= result["checks"][i]["eps"]), None)
-        out.append("early" if first_exact is None or first_exact > tr["check"] else tr["check"] - first_exact)
+        if first_exact is not None and first_exact <= tr["check"]:
+            out.append(tr["check"] - first_exact)
+        else:
+            j = tr.get("exact_crosses_after")
+            out.append(-j if j is not None else f"<-{cfg['counterfactual_checks']}")
     return out
 
 
-# -- paired replay: the debiased monitor's extra wall time ------------------------------------------------
+# -- paired replay: a debiased monitor's extra wall time -------------------------------------------------
 
-def paired_overhead(sequence, cfg, x, y, model_kind, k, r):
-    plain_model = make_model(model_kind, cfg["classes"], cfg["seed"])
-    mon_model = make_model(model_kind, cfg["classes"], cfg["seed"])
+def paired_overhead(driver, sequence, cfg, x, y, model_kind):
+    """One replay: (plain seconds, monitored seconds), alternating the two loops step by step."""
+    pixels = x[0].numel()
+    plain_model = make_model(model_kind, cfg["classes"], cfg["seed"], pixels)
+    mon_model = make_model(model_kind, cfg["classes"], cfg["seed"], pixels)
     loss_fn = nn.CrossEntropyLoss()
     opts = [torch.optim.SGD(m.parameters(), lr=cfg["eta0"]) for m in (plain_model, mon_model)]
-    monitor = DebiasedMonitor(mon_model, loss_fn, micro_batches=k, population=cfg["n"], stats_every=r)
+    monitor = make_debiased(driver, mon_model, loss_fn, cfg)
     stream = EpochStream(cfg["n"], cfg["seed"])
     times = [0.0, 0.0]
     for t, (b, lr) in enumerate(sequence):
         idx = stream.next(b)
         xb, yb = x[idx], y[idx]
-        order = (0, 1) if t % 2 == 0 else (1, 0)
-        for which in order:
+        for which in ((0, 1) if t % 2 == 0 else (1, 0)):
             t0 = time.perf_counter()
-            opt = opts[which]
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
             if which == 0:
-                loss_fn(plain_model(xb), yb).backward()
+                train_step(plain_model, opts[0], loss_fn, None, xb, yb, lr)
             else:
-                monitor.backward(xb, yb)
-            opt.step()
-            if which == 1 and (t + 1) % cfg["tau"] == 0:
-                monitor.measure()
+                train_step(mon_model, opts[1], loss_fn, monitor, xb, yb, lr)
+                if (t + 1) % cfg["tau"] == 0:
+                    monitor.measure()
             times[which] += time.perf_counter() - t0
     return times
 
 
 # -- tr Σ̂ sources at small b -------------------------------------------------------------------------------
 
-def source_timing(model_kind, cfg, x, y, batch_sizes=(8, 32, 128), reps=60):
-    model = make_model(model_kind, cfg["classes"], cfg["seed"])
+def source_timing(model_kind, cfg, x, y, batch_sizes=(8, 32, 128), reps=40):
+    model = make_model(model_kind, cfg["classes"], cfg["seed"], x[0].numel())
     loss_fn = nn.CrossEntropyLoss()
     rows = []
     for b in batch_sizes:
         xb, yb = x[:b], y[:b]
         variants = {"plain backward": lambda: loss_fn(model(xb), yb).backward()}
-        for k in (2, 4, 8):
-            if k <= b:
-                mon = DebiasedMonitor(model, loss_fn, micro_batches=k)
-                variants[f"micro-batches k={k}"] = (lambda mon=mon: mon.backward(xb, yb))
+        for k in (2, 4):
+            mon = DebiasedMonitor(model, loss_fn, micro_batches=k)
+            variants[f"micro-batches k={k}"] = (lambda mon=mon: mon.backward(xb, yb))
         per = DebiasedMonitor(model, loss_fn, variance_source="per_sample")
         variants["torch.func per-sample"] = lambda: per.backward(xb, yb)
+        hooks = DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms")
+        variants["per-sample-norm hooks"] = lambda: hooks.backward(xb, yb)
         timings = {name: [] for name in variants}
-        for _ in range(5):                                   # warm-up
+        for _ in range(3):                                   # warm-up
             for fn in variants.values():
                 fn()
         for _ in range(reps):                                # interleaved: load hits every variant alike
@@ -225,51 +288,72 @@ def source_timing(model_kind, cfg, x, y, batch_sizes=(8, 32, 128), reps=60):
     return rows
 
 
+def bench_model(kind, args, base_cfg):
+    cfg = {**base_cfg, **MODEL_CONFIG[kind]}
+    if args.quick:
+        cfg["train_sfo"] //= 3
+        cfg["replays"] = 1
+    x, y = make_data(cfg, args.data)
+    drivers = [d for d in DRIVERS if not (args.quick and d.startswith("subsampled"))]
+    print(f"\n# model={kind} data={args.data} threads={args.threads} config={cfg}", flush=True)
+    results = []
+    for d in drivers:
+        t0 = time.perf_counter()
+        results.append(run(d, cfg, x, y, kind))
+        print(f"  ran {d!r} in {time.perf_counter() - t0:.0f} s", flush=True)
+    extra = {}
+    for r in results:
+        if make_debiased(r["driver"], nn.Linear(1, 1), nn.CrossEntropyLoss(), cfg) is not None:
+            ratios = []
+            for _ in range(cfg["replays"]):
+                plain, monitored = paired_overhead(r["driver"], r["sequence"], cfg, x, y, kind)
+                ratios.append(monitored / plain - 1.0)
+            extra[r["driver"]] = ratios
+    print(f"\n## {kind}: cost, agreement with the exact decision at each check, transition lags")
+    print(f"{'monitor':18} {'meas/train SFO':>14} {'extra wall':>22} {'checks':>6} {'agree':>6} {'clamped':>7} "
+          f"{'stage':>5} {'final ‖∇f‖':>10}  lags (checks; −k early)")
+    for r in results:
+        st, ch = r["state"], r["checks"]
+        agree = sum(c["agree"] for c in ch) / max(len(ch), 1)
+        if r["driver"] in extra:
+            e = extra[r["driver"]]
+            wall = f"{statistics.median(e):+.1%}" + (f" [{min(e):+.1%},{max(e):+.1%}]" if len(e) > 1 else "")
+        else:
+            wall = f"meas/train {r['t_measure'] / r['t_train']:.2f}"
+        print(f"{r['driver']:18} {st.check_samples / st.samples:14.3f} {wall:>22} {len(ch):6d} {agree:6.1%} "
+              f"{sum(c['clamped'] for c in ch):7d} {st.stage:5d} {r['final_norm']:10.4f}  {lags(r, cfg)}")
+    return cfg, x, y
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    parser.add_argument("--quick", action="store_true", help="a third of the training budget")
+    parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    parser.add_argument("--data", choices=("generated", "fashion_mnist"), default="generated")
+    parser.add_argument("--quick", action="store_true",
+                        help="a third of the training budget, one replay, no subsampled monitor")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared CPU)")
     parser.add_argument("--skip-runs", action="store_true", help="only the tr Σ̂ source timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = dict(CONFIG)
-    if args.quick:
-        cfg["train_sfo"] //= 3
-    x, y = make_data(cfg)
-    print(f"# bench_monitors: model={args.model} threads={args.threads} config={cfg}")
-
-    if not args.skip_runs:
-        results = [run(d, cfg, x, y, args.model) for d in ("exact", "debiased", "debiased-r", "subsampled-fresh",
-                                                 "subsampled-fixed")]
-        print("\n## cost and agreement (exact monitor run alongside at every check, not charged)")
-        print(f"{'monitor':18} {'train SFO':>9} {'meas SFO':>9} {'meas/train':>10} {'t_train s':>9} {'t_meas s':>8} "
-              f"{'meas/train wall':>15} {'checks':>6} {'agree':>6} {'clamped':>7} {'stage':>5} {'b':>5} "
-              f"{'final ‖∇f‖':>10}")
-        for r in results:
-            st, ch = r["state"], r["checks"]
-            agree = sum(c["agree"] for c in ch) / max(len(ch), 1)
-            print(f"{r['driver']:18} {st.samples:9d} {st.check_samples:9d} {st.check_samples / st.samples:10.3f} "
-                  f"{r['t_train']:9.1f} {r['t_measure']:8.2f} {r['t_measure'] / r['t_train']:15.3f} {len(ch):6d} "
-                  f"{agree:6.1%} {sum(c['clamped'] for c in ch):7d} {st.stage:5d} {st.batch_size:5d} "
-                  f"{r['final_norm']:10.4f}")
-        print("\n## transitions: (step, samples → b) and lag in check intervals behind the exact decision")
-        for r in results:
-            trs = ", ".join(f"({t['step']}, {t['samples']}→{t['to_b']})" for t in r["transitions"])
-            print(f"{r['driver']:18} {trs}")
-            print(f"{'':18} lags: {lags(r)}")
-        for r in results:
-            if r["driver"].startswith("debiased"):
-                every = cfg["stats_every"] if r["driver"].endswith("-r") else 1
-                plain, monitored = paired_overhead(r["sequence"], cfg, x, y, args.model, cfg["micro_batches"], every)
-                print(f"\n## {r['driver']}: paired replay of its {len(r['sequence'])} steps: plain {plain:.2f} s, "
-                      f"monitor.backward (k={cfg['micro_batches']}, stats_every={every}) + measure {monitored:.2f} s, "
-                      f"extra wall time {monitored / plain - 1:+.1%}")
-
-    print("\n## tr Σ̂ sources: median time of one backward (ms) and ratio to a plain backward")
-    for kind in ("mlp", "cnn"):
-        for b, name, ms, ratio in source_timing(kind, cfg, x, y):
-            print(f"{kind:4} b={b:4d} {name:24} {ms:8.3f} ms {ratio:6.2f}x")
+    base_cfg = dict(CONFIG)
+    if args.data == "fashion_mnist":
+        base_cfg["eps0"] = 0.5
+    kinds = [k.strip() for k in args.models.split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in MODEL_CONFIG:
+            parser.error(f"--models: unknown model {kind!r} (mlp, cnn)")
+    data = {}
+    for kind in kinds:
+        if not args.skip_runs:
+            data[kind] = bench_model(kind, args, base_cfg)
+        else:
+            cfg = {**base_cfg, **MODEL_CONFIG[kind]}
+            data[kind] = (cfg, *make_data(cfg, args.data))
+    print("\n## one statistics step per source: median time of one backward (ms) and ratio to a plain backward")
+    for kind in kinds:
+        cfg, x, y = data[kind]
+        for b, name, ms, ratio in source_timing(kind, cfg, x, y, reps=40 if kind == "mlp" else 10):
+            print(f"{kind:4} b={b:4d} {name:24} {ms:8.3f} ms {ratio:6.2f}x", flush=True)
 
 
 if __name__ == "__main__":
