@@ -1,0 +1,251 @@
+"""sfo train end to end on small generated data sets in the real on-disk formats (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import statistics
+
+import pytest
+import torch
+
+from sfotheory.cli import main
+from sfotorch.checkpoint import read_checkpoint
+from sfotorch.config import apply_overrides, load_config, load_config_text
+from sfotorch.datasets import write_cifar, write_fashion_mnist
+from sfotorch.sfolog import read_log
+from sfotorch.train import Progress, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DETERMINISTIC = ("kind", "step", "samples", "check_samples", "stage", "b", "eta", "norm", "event", "test_loss",
+                 "test_acc", "train_loss", "stage_next")
+
+
+def config_text(root, **schedule) -> str:
+    sched = {"policy": '"adaptive_exponential"', "b0": 4, "eta0": 0.05, "eps0": 10.0, "delta": 2.0, "gamma": 1.4,
+             "tau": 2, "b_max": 16, **{k: v for k, v in schedule.items()}}
+    lines = "\n".join(f"{k} = {v}" for k, v in sched.items())
+    return f"""
+[run]
+name = "tiny"
+progress_every = 0.0
+[data]
+dataset = "fashion_mnist"
+root = "{root}"
+augment = true
+[model]
+name = "small_cnn"
+[schedule]
+{lines}
+[monitor]
+batch_size = 32
+[train]
+max_steps = 6
+[eval]
+every = "check"
+"""
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fashion")
+    write_fashion_mnist(root, train_size=48, test_size=16, seed=3)
+    return root
+
+
+@pytest.fixture
+def config_file(tmp_path, fashion):
+    path = tmp_path / "tiny.toml"
+    path.write_text(config_text(fashion))
+    return path
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_one_run_writes_log_summary_checkpoint_and_plots(config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--out", str(out), "--set", "run.checkpoint_every=4"]) == 0
+    stdout = capsys.readouterr().out
+    assert "test_acc" in stdout and "1 seed(s)" in stdout
+    log = read_log(out / "seed0" / "log.jsonl")
+    kinds = [r["kind"] for r in log]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    start = log[0]
+    assert start["n"] == 48 and start["seed"] == 0 and start["versions"]["torch"] == torch.__version__
+    assert start["config"]["schedule"]["tau"] == 2 and start["device"] == "cpu"
+    checks = [r for r in log if r["kind"] == "check"]
+    assert [r["step"] for r in checks] == [2, 4, 6]
+    # eps0 = 10 is above any norm here: every check moves one stage (b ×2, η ×1.4) until b_max = 16
+    assert [(r["b"], r["b_next"]) for r in checks] == [(4, 8), (8, 16), (16, 16)]
+    assert [r["event"] for r in checks] == ["ADVANCED", "ADVANCED", "AT_MAX"]
+    assert all(r["norm"] > 0 and math.isfinite(r["norm"]) for r in checks)
+    # SFO in samples: training counts the true size of every batch, 4+4+8+8+16 and then the short last
+    # batch of the epoch (48 − 40 = 8, a batch never crosses the epoch's end); the exact monitor n = 48 a check
+    assert checks[-1]["samples"] == 48 and checks[-1]["check_samples"] == 3 * 48
+    assert checks[-1]["epoch"] == 1.0
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    assert all(0.0 <= r["test_acc"] <= 1.0 and r["test_loss"] > 0 and r["train_loss"] > 0 for r in evals)
+    assert [r["step"] for r in log if r["kind"] == "checkpoint"] == [4, 6]
+    summary = rows(out / "seed0" / "summary.csv")
+    assert len(summary) == 1
+    s = summary[0]
+    assert s["status"] == "finished" and int(s["steps"]) == 6 and int(s["train_samples"]) == 48
+    assert int(s["check_samples"]) == 144 and int(s["final_b"]) == 16 and int(s["final_stage"]) == 2
+    assert float(s["test_acc"]) == evals[-1]["test_acc"] and s["schedule.tau"] == "2" and s["seed"] == "0"
+    assert s["torch"] == torch.__version__ and s["python"]
+    ckpt = read_checkpoint(out / "seed0" / "checkpoint.pt")
+    assert ckpt["sfo"] == {"steps": 6, "train": 48, "measure": 144, "total": 192}
+    assert ckpt["loop"]["steps"] == 6
+    assert (out / "config.toml").exists() and load_config(out / "config.toml")["schedule"]["tau"] == 2
+    assert main(["plot", str(out), "--dpi", "40"]) == 0
+    files = capsys.readouterr().out.split()
+    assert len(files) == 4
+    for f in files:
+        data = open(f, "rb").read()
+        assert len(data) > 3000
+        assert data.startswith(b"\x89PNG" if f.endswith(".png") else b"%PDF")
+
+
+def _deterministic(log):
+    return [tuple(r.get(k) for k in DETERMINISTIC) for r in log if r["kind"] not in ("start", "resume")]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_a_resumed_run_continues_the_log_without_lost_or_duplicated_records(tmp_path, fashion):
+    cfg = apply_overrides(load_config_text(config_text(fashion), "tiny.toml"),
+                          ["train.max_steps=11", "run.checkpoint_every=4", "schedule.eps0=0.5"])
+    train(cfg, out_dir=str(tmp_path / "whole"))
+
+    def crash_at_7(info):
+        if info["step"] == 7:
+            raise Crash("simulated crash after step 7")
+
+    with pytest.raises(Crash):
+        train(cfg, out_dir=str(tmp_path / "cut"), on_step=crash_at_7)
+    cut_log = read_log(tmp_path / "cut" / "seed0" / "log.jsonl")
+    assert max(r["step"] for r in cut_log) == 6          # records after the checkpoint of step 4 exist …
+    train(cfg, out_dir=str(tmp_path / "cut"), resume=True)
+    whole = read_log(tmp_path / "whole" / "seed0" / "log.jsonl")
+    resumed = read_log(tmp_path / "cut" / "seed0" / "log.jsonl")
+    assert [r["kind"] for r in resumed].count("resume") == 1
+    resume = next(r for r in resumed if r["kind"] == "resume")
+    assert resume["step"] == 4 and resume["dropped_records"] > 0  # … and were dropped, then written again
+    assert _deterministic(resumed) == _deterministic(whole)
+    keys = [(r["kind"], r["step"]) for r in resumed if r["kind"] != "resume"]
+    assert len(keys) == len(set(keys))
+    a = read_checkpoint(tmp_path / "whole" / "seed0" / "checkpoint.pt")["model"]
+    b = read_checkpoint(tmp_path / "cut" / "seed0" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming a finished run changes nothing but the resume record
+    train(cfg, out_dir=str(tmp_path / "cut"), resume=True)
+    again = read_log(tmp_path / "cut" / "seed0" / "log.jsonl")
+    assert _deterministic(again) == _deterministic(whole)
+
+
+def test_resume_refuses_another_schedule_and_a_new_run_refuses_an_old_folder(config_file, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", str(config_file), "--out", out, "--set", "train.max_steps=2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(config_file), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err and "log.jsonl exists" in err
+    assert main(["train", "--config", str(config_file), "--out", out, "--resume", "--set", "schedule.b0=8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "schedule.b0" in err and "'saved': 4" in err
+
+
+def test_several_seeds_give_a_summary_with_mean_and_std(config_file, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["train", "--config", str(config_file), "--out", str(out), "--seeds", "0", "1",
+                 "--set", "train.max_steps=4"]) == 0
+    stdout = capsys.readouterr().out
+    assert "2 seed(s)" in stdout and "±" in stdout
+    table = rows(out / "summary.csv")
+    assert [r["seed"] for r in table] == ["0", "1", "mean", "std"]
+    accs = [float(r["test_loss"]) for r in table[:2]]
+    assert accs[0] != accs[1]                                # different seeds, different runs
+    assert float(table[2]["test_loss"]) == pytest.approx(statistics.fmean(accs))
+    assert float(table[3]["test_loss"]) == pytest.approx(statistics.stdev(accs))
+    for seed in (0, 1):
+        assert read_log(out / f"seed{seed}" / "log.jsonl")[0]["seed"] == seed
+
+
+def test_a_cifar_config_runs_on_generated_cifar_files(tmp_path, capsys):
+    write_cifar(tmp_path / "cifar", "cifar10", train_size=20, test_size=10, seed=1)
+    with pytest.warns(UserWarning, match="b_max=4096 exceeds the dataset size n=20"):
+        assert main(["train", "--config", os.path.join(ROOT, "configs", "cifar10_resnet18_adaptive.toml"),
+                     "--out", str(tmp_path / "run"), "--quiet", "--set", f"data.root={tmp_path / 'cifar'}",
+                     "--set", "train.max_steps=2", "--set", "schedule.tau=2"]) == 0
+    log = read_log(tmp_path / "run" / "seed0" / "log.jsonl")
+    assert log[0]["model"] == "resnet18" and log[0]["dataset"] == "cifar10" and log[0]["n"] == 20
+    check = next(r for r in log if r["kind"] == "check")
+    assert check["step"] == 2 and check["samples"] == 16 and check["check_samples"] == 20
+    assert log[-1]["kind"] == "end" and log[-1]["status"] == "finished"
+
+
+def test_missing_cifar_is_one_line_naming_where_it_looked(tmp_path, capsys):
+    where = tmp_path / "nowhere"
+    assert main(["train", "--config", os.path.join(ROOT, "configs", "cifar100_densenet_adaptive.toml"),
+                 "--out", str(tmp_path / "run"), "--set", f"data.root={where}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert str(where / "cifar-100-python") in err and "looked in" in err and "downloaded" in err
+
+
+def test_bf16_autocast_and_channels_last_code_paths_run_on_cpu(config_file, tmp_path):
+    cfg = apply_overrides(load_config(config_file), ["run.amp=bf16", "run.channels_last=on", "train.max_steps=4"])
+    result = train(cfg, out_dir=str(tmp_path / "bf16"))
+    log = read_log(tmp_path / "bf16" / "seed0" / "log.jsonl")
+    assert log[0]["amp"] == "bf16" and log[0]["channels_last"] is True
+    assert all(math.isfinite(r["norm"]) for r in log if r["kind"] == "check")
+    assert result["runs"][0]["status"] == "finished" and math.isfinite(result["runs"][0]["test_loss"])
+
+
+def test_baselines_and_the_debiased_monitor_run(fashion, tmp_path):
+    periodic = load_config_text(config_text(fashion, policy='"periodic"', period=2, eps0=1.0, tau=3))
+    train(periodic, out_dir=str(tmp_path / "periodic"))
+    log = read_log(tmp_path / "periodic" / "seed0" / "log.jsonl")
+    moves = [(r["step"], r["b_next"]) for r in log if r["kind"] == "check" and r["stage_next"] != r["stage"]]
+    assert moves == [(2, 8), (4, 16)]                         # every 2 steps, logged off check steps too
+    debiased = apply_overrides(load_config_text(config_text(fashion)), ["monitor.kind=debiased"])
+    train(debiased, out_dir=str(tmp_path / "debiased"))
+    checks = [r for r in read_log(tmp_path / "debiased" / "seed0" / "log.jsonl") if r["kind"] == "check"]
+    assert all(r["monitor"] == "debiased" and r["check_samples"] == 0 for r in checks)
+
+
+def test_progress_line_shows_step_stage_batch_lr_norm_and_rate():
+    import io
+    stream = io.StringIO()
+    p = Progress(stream, every=1e-9)
+    p.update({"step": 12, "samples": 96, "check": 480, "epoch": 2.0, "stage": 1, "b": 16, "eta": 0.14,
+              "eps": 0.354, "norm": 0.25, "fraction": 0.5, "samples_per_s": 10.0})
+    line = stream.getvalue()
+    for part in ("step 12", "stage 1", "b 16", "lr 0.14", "norm 0.25", "eps 0.354", "SFO 96+480", "samples/s", "50%"):
+        assert part in line, part
+
+
+def test_tensorboard_event_files_are_written_when_installed(config_file, tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = apply_overrides(load_config(config_file), ["run.tensorboard=on", "train.max_steps=2"])
+    train(cfg, out_dir=str(tmp_path / "tb"))
+    files = os.listdir(tmp_path / "tb" / "seed0" / "tb")
+    assert any(f.startswith("events.out.tfevents") for f in files)
+
+
+def test_tensorboard_on_without_the_package_is_refused(config_file, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    cfg = apply_overrides(load_config(config_file), ["run.tensorboard=on"])
+    with pytest.raises(Exception, match="'run.tensorboard'.*not installed"):
+        train(cfg, out_dir=str(tmp_path / "tb"))
