@@ -406,8 +406,11 @@ class _ScalarOps:
 
 
 def _ops(schedule: Schedule, *values):
-    if isinstance(schedule.b0, np.ndarray) or any(np.ndim(v) for v in values):
+    if isinstance(schedule.b0, np.ndarray):
         return _ArrayOps
+    for v in values:
+        if (isinstance(v, np.ndarray) and v.ndim) or isinstance(v, (list, tuple)):
+            return _ArrayOps
     return _ScalarOps
 
 
@@ -467,8 +470,8 @@ def _finish(state: StageState, scalar: bool) -> StageState:
 
 def check_due(schedule: Schedule, state: StageState):
     """Whether the step about to be counted is a check step (every τ-th step; never once stopped)."""
-    due = ((np.asarray(state.step) + 1) % schedule.tau == 0) & ~np.asarray(state.stopped)
-    return bool(due) if np.ndim(due) == 0 else due
+    ops = _ops(schedule, *state)
+    return ((ops.value(state.step) + 1) % schedule.tau == 0) & ops.not_(ops.value(state.stopped))
 
 
 def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_cost=0, finite=True):

@@ -123,10 +123,11 @@ def summed_gradient(model: nn.Module, params, loss_fn, reduction: str, inputs, t
     """
     m = int(inputs.shape[0])
     loss = loss_fn(model(inputs), targets)
+    if reduction == "mean" and m != 1:
+        loss = loss * float(m)          # scale the scalar, not every gradient tensor
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    scale = float(m) if reduction == "mean" else 1.0
-    out = [torch.zeros_like(p) if g is None else (g * scale if scale != 1.0 else g) for p, g in zip(params, grads)]
-    return out, loss.detach() * scale
+    out = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+    return out, loss.detach()
 
 
 @dataclass
@@ -139,7 +140,8 @@ class AccumulatedGradient:
     (:func:`sfotorch.distributed.all_reduce_accumulated`).
     """
 
-    sums: list[torch.Tensor]
+    flat: torch.Tensor
+    shapes: list = field(default_factory=list)
     loss_sum: float = 0.0
     samples: int = 0
     weighted_sq: float = 0.0
@@ -148,17 +150,28 @@ class AccumulatedGradient:
 
     @classmethod
     def zeros(cls, params) -> AccumulatedGradient:
-        """An empty record with float64 zeros shaped like ``params``."""
-        return cls(sums=[torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in params])
+        """An empty record: one flat float64 vector for all of ``params`` (their shapes kept)."""
+        shapes = [p.shape for p in params]
+        device = params[0].device if params else torch.device("cpu")
+        return cls(flat=torch.zeros(sum(p.numel() for p in params), dtype=torch.float64, device=device),
+                   shapes=shapes)
+
+    @property
+    def sums(self) -> list[torch.Tensor]:
+        """Σ_j S_j per parameter: views of :attr:`flat` shaped like the parameters."""
+        out, start = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            out.append(self.flat[start:start + n].view(shape))
+            start += n
+        return out
 
     def add(self, group_sum, size: int, loss_sum: float = 0.0) -> None:
         """Add one micro-batch: S_j = ``group_sum`` (tensors like the parameters), m_j = ``size``."""
-        sq = None                             # stays on the device: one synchronisation per micro-batch
-        for acc, g in zip(self.sums, group_sum):
-            g64 = g.detach().reshape(-1).to(torch.float64)
-            acc.view(-1).add_(g64)
-            sq = g64 @ g64 if sq is None else sq + g64 @ g64
-        self.weighted_sq += (0.0 if sq is None else float(sq)) / size
+        if group_sum:   # one flat float64 copy, one add, one dot: a handful of kernels whatever the model
+            g64 = torch.cat([g.detach().reshape(-1) for g in group_sum]).to(torch.float64)
+            self.flat.add_(g64)
+            self.weighted_sq += float(g64 @ g64) / size
         self.samples += int(size)
         self.micro_batches += 1
         self.micro_sizes.append(int(size))
@@ -172,9 +185,9 @@ class AccumulatedGradient:
     def sq_norm(self, denominator: int | None = None) -> float:
         """‖g‖² = ‖Σ S_j / D‖² (float64 arithmetic; NaN/inf if a gradient was)."""
         d = self._denominator(denominator)
-        if not self.sums:
+        if not self.shapes:
             return 0.0
-        return float(sum(s.reshape(-1) @ s.reshape(-1) for s in self.sums)) / float(d) ** 2
+        return float(self.flat @ self.flat) / float(d) ** 2
 
     def trace_cov(self) -> float:
         r"""tr Σ̂ = (Σ_j ‖S_j‖²/m_j − b‖ḡ‖²)/(k − 1) over the micro-batches (NaN if k < 2), clamped at 0."""
@@ -195,8 +208,17 @@ class AccumulatedGradient:
         """Add Σ S_j / D to each parameter's ``.grad`` (creating it if None), in the parameter's dtype."""
         d = self._denominator(denominator)
         with torch.no_grad():
-            for p, s in zip(params, self.sums):
-                g = (s / d).to(dtype=p.dtype, device=p.device)
+            params = list(params)
+            same = all(p.dtype == params[0].dtype and p.device == params[0].device for p in params)
+            flat = (self.flat / d).to(dtype=params[0].dtype, device=params[0].device) if same and params else None
+            start = 0
+            for p in params:
+                n = p.numel()
+                if flat is not None:   # a view of one converted buffer: no per-parameter conversion
+                    g = flat[start:start + n].view_as(p)
+                else:
+                    g = (self.flat[start:start + n].view_as(p) / d).to(dtype=p.dtype, device=p.device)
+                start += n
                 if p.grad is None:
                     p.grad = g
                 else:

@@ -300,17 +300,14 @@ def all_reduce_accumulated(acc: AccumulatedGradient, context: DistributedContext
     ctx = _context(context)
     if not ctx.is_distributed:
         return acc
-    device = acc.sums[0].device if acc.sums else torch.device("cpu")
-    flat = torch.cat([s.reshape(-1).to(torch.float64) for s in acc.sums] + [torch.tensor(
-        [acc.loss_sum, acc.samples, acc.weighted_sq, acc.micro_batches], dtype=torch.float64, device=device)])
+    flat = torch.cat([acc.flat, torch.tensor([acc.loss_sum, acc.samples, acc.weighted_sq, acc.micro_batches],
+                                             dtype=torch.float64, device=acc.flat.device)])
     ctx.all_reduce_sum_(flat)
-    sums, start = [], 0
-    for s in acc.sums:
-        sums.append(flat[start:start + s.numel()].view_as(s).clone())
-        start += s.numel()
-    loss_sum, samples, weighted_sq, micro = flat[start:].tolist()
-    return AccumulatedGradient(sums=sums, loss_sum=loss_sum, samples=int(samples), weighted_sq=weighted_sq,
-                               micro_batches=int(micro), micro_sizes=list(acc.micro_sizes))
+    size = acc.flat.numel()
+    loss_sum, samples, weighted_sq, micro = flat[size:].tolist()
+    return AccumulatedGradient(flat=flat[:size].clone(), shapes=list(acc.shapes), loss_sum=loss_sum,
+                               samples=int(samples), weighted_sq=weighted_sq, micro_batches=int(micro),
+                               micro_sizes=list(acc.micro_sizes))
 
 
 def broadcast_parameters(model: torch.nn.Module, context: DistributedContext | None = None, src: int = 0) -> None:

@@ -60,15 +60,19 @@ of ‖∇f(θ_t)‖² over the window, not to the last θ_t: it lags by about ha
 the statistics steps and their effective number W²/Σw² when ū is their mean; when plain-step norms
 are mixed in, se² = var(‖g_B‖²)/(N−1) + mean(c_b/b)² var(tr Σ̂)/(N_s−1) (their positive covariance
 ignored: conservative). Neighbouring steps are treated as independent. ``lower``/``upper`` are
-the two-sided interval ū ± z_{(1+confidence)/2}·se mapped through √·. ``decision`` sets what
+the two-sided interval ū ± t_{(1+confidence)/2}·se mapped through √· (Student t quantiles with
+N_s − 1 degrees of freedom, N_s the effective number of statistics steps: se itself is estimated
+from a handful of steps). ``decision`` sets what
 ``norm`` — the value the stage rule compares with ε_m — is:
 
 - ``"estimate"``: √max(ū, 0), the point estimate (noise crosses ε_m early about half the time
   that the truth is within a standard error above it);
-- ``"upper"``: the one-sided upper confidence bound √max(ū + z_{confidence}·se, 0), so that a
-  stage advances only if ‖∇f‖ ≤ ε_m is supported at level ``confidence`` (P(advance | ‖∇f‖² ≥ ε_m²
-  + 0) ≤ 1 − confidence under the normal approximation); the point estimate is in
-  ``extra["estimate"]``.
+- ``"upper"``: the one-sided upper confidence bound √max(ū + t_{confidence}·se, 0), so that a
+  stage advances only if ‖∇f‖ ≤ ε_m is supported at level ``confidence`` (P(advance | ‖∇f‖ ≥ ε_m)
+  ≤ 1 − confidence if the u_t were i.i.d. normal); the point estimate is in ``extra["estimate"]``.
+  The price is lateness: the bound reaches ε_m only once ū + t·se ≤ ε_m², and at small b, where
+  se ≈ √(2 tr(Σ²)/(N_s b²)) can exceed ε_m² itself, that takes many check intervals (see the
+  benchmark).
 
 **Training loop.** Replace ``loss.backward()`` by ``monitor.backward(inputs, targets)``. With the
 hooks, or on a step without statistics, it *is* ``loss_fn(model(inputs), targets).backward()``
@@ -83,9 +87,8 @@ updated k times, as with gradient accumulation; ``.grad`` then differs from the 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
-
 import torch
+from scipy.stats import t as student_t
 from torch import nn
 
 from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, fail
@@ -321,12 +324,12 @@ class DebiasedMonitor(GradientNormMonitor):
             _, var_tr, n_eff = self._mean_var(st["tr"], st["tr2"], st["ws"], st["ws2"])
             var_mean = var_g2 + cb * cb * var_tr
         se = math.sqrt(var_mean)
-        normal = NormalDist()
-        z = normal.inv_cdf(0.5 + self.confidence / 2.0)
+        dof = max(n_eff - 1.0, 1.0)          # se is estimated from n_eff steps: Student t quantiles
+        z = float(student_t.ppf(0.5 + self.confidence / 2.0, dof))
         lo_sq, hi_sq = mean_u - z * se, mean_u + z * se
         lower = math.sqrt(max(lo_sq, 0.0))
         upper = math.sqrt(max(hi_sq, 0.0)) if math.isfinite(hi_sq) else math.inf
-        one_sided_sq = mean_u + normal.inv_cdf(self.confidence) * se
+        one_sided_sq = mean_u + float(student_t.ppf(self.confidence, dof)) * se
         one_sided = math.sqrt(max(one_sided_sq, 0.0)) if math.isfinite(one_sided_sq) else math.inf
         clamped = mean_u < 0.0
         self.clamped_count += int(clamped)
