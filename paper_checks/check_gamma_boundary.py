@@ -1,0 +1,267 @@
+r"""Claim: γ < √δ is the stability boundary of the exponential schedule (b ×δ, η ×γ per stage).
+
+Where the paper makes it: Proposition 1 (iii) — with b_m = b₀δ^m and η_m = η₀γ^m the variance sum
+Σ_m η_m²/b_m = (η₀²/b₀) Σ_m (γ²/δ)^m is bounded iff γ < √δ, and the paper requires 1 < γ < √δ
+(the summary's "break condition": for γ ≥ √δ "the variance reduction from the larger batch cannot
+compensate for the aggressive step size, potentially causing divergence").
+
+Setup
+-----
+The simulator on the noisy quadratic with κ = 1 (d = 100, σ² = 1, L = 1; with every λ_i = L the
+variance term C₂/b of Proposition 1 is the exact stationary E‖∇f‖², so the "noise floor" of a stage
+has a closed form), the per-stage exponential schedule (``periodic``: K steps per stage, b ×δ,
+η ×γ, δ = 2) for γ ∈ {1.0, 1.2, 1.3, 1.4, √2, 1.5, 1.6, 1.8}, M stages, R replicates,
+``allow_unstable=True`` for γ ≥ √δ. Two variants:
+
+* **η uncapped** (η_max = ∞, "large enough not to mask it"): η₀ is small (0.02/L) so that most
+  γ stay below 2/L for all M stages; where η₀γ^m does reach 2/L the step itself is unstable, a
+  different mechanism, reported separately with the stage where it is predicted
+  (:func:`sfotheory.stages.max_lr_increases`);
+* **η capped** at η_max = 1/L: what a practical cap does to the same sweep.
+
+Measured per γ: the noise floor of each stage (replicate mean of ‖∇f‖² over the second half of the
+stage) against the exact expectation (:func:`sfotheory.quadratic_theory.quadratic_moments`) and the
+stationary formula C₂(η_m)/b_m = Lσ²η_m/((2 − Lη_m) b_m); its per-stage trend (least-squares slope of
+log floor from stage 2 on — stages 0–1 hold the transient from θ₀ — up to the last stage with
+η_m < 2/L); the final ‖∇f‖²; divergence.
+Theory per γ: whether Σ_m (γ²/δ)^m is finite (sympy, :func:`sfotheory.stages.derive_variance_condition`).
+
+Expected and tolerances (set from these reasons, before results)
+----------------------------------------------------------------
+* Theory: Σ η_m²/b_m is unbounded exactly for γ ≥ √δ — an identity, compared exactly.
+* The claim, as a measurement: runs with γ < √δ converge (the stage floor decreases over stages)
+  and runs with γ ≥ √δ do not (floor flat or growing, or divergence). A trend counts as
+  "decreasing" when its slope is below 0 by more than 2 standard errors (from the per-replicate
+  slopes); each γ is one comparison.
+* Simulator vs exact expectation: the measured stage floors of the uncapped runs (stages with
+  η_m < 2/L) within 3 standard errors of the replicate mean plus 5% (the second half of a stage
+  is not fully stationary, and the 5% covers the small correlation between successive steps
+  that the independent-replicate SE ignores) — this is the check that the measurement is right.
+* Where the uncapped runs break: the stage at which η₀γ^m first reaches 2/L (the step-size limit,
+  not the variance one) — compared exactly for every γ that diverges.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from paper_checks.check_exponential_vs_linear import per_stage_decay_slope
+from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+
+__all__ = ["CLAIM", "SETTINGS", "run", "variance_sum_bounded"]
+
+CLAIM = ClaimInfo(
+    id="gamma_boundary",
+    title="gamma < sqrt(delta) is the stability boundary (Proposition 1 (iii))",
+    statement="With b x delta and eta x gamma per stage, the variance sum sum eta_m^2/b_m stays bounded iff "
+              "gamma < sqrt(delta); beyond it convergence breaks.",
+    source="Proposition 1 (iii); Proposition 3 (gamma^2 < delta)",
+)
+
+_BASE = {
+    "problem": {"name": "quadratic", "dim": 100, "kappa": 1.0, "sigma2": 1.0, "gap": 1.0},
+    "delta": 2.0,                     # batch growth per stage
+    "gammas": [1.0, 1.2, 1.3, 1.4, math.sqrt(2.0), 1.5, 1.6, 1.8],   # learning-rate growth per stage
+    "b0": 4,                          # samples per step in stage 0
+    "eta0": 0.02,                     # learning rate in stage 0 (1/L units)
+    "eta_cap": 1.0,                   # eta_max of the capped variant (1/L units)
+    "stage_steps": 150,               # K: steps per stage (>= 3 relaxation times 1/(2 eta0 L) = 25)
+    "stages": 10,                     # M
+    "trend_from": 2,                  # first stage of the trend fit: stages 0-1 still hold the transient from
+                                      # theta_0 (bias 2(1 - eta0 L)^(2t) is ~10% of the stage-1 floor)
+}
+
+SETTINGS = {
+    "smoke": {**_BASE, "seed": 0, "replicates": 3, "stage_steps": 30, "stages": 4, "trend_from": 1,
+              "gammas": [1.2, math.sqrt(2.0), 1.8], "problem": {**_BASE["problem"], "dim": 20}},
+    "quick": {**_BASE, "seed": 0, "replicates": 16},
+    "full": {**_BASE, "seed": 0, "replicates": 128, "stages": 14, "stage_steps": 300},
+}
+
+
+def variance_sum_bounded(gamma: float, delta: float) -> bool:
+    """Whether Σ_{m≥0} (γ²/δ)^m is finite, by the sympy series of :func:`derive_variance_condition`.
+
+    >>> variance_sum_bounded(1.4, 2.0), variance_sum_bounded(math.sqrt(2.0), 2.0), variance_sum_bounded(1.5, 2.0)
+    (True, False, False)
+    """
+    import sympy as sp
+
+    from sfotheory import symbols as S
+    from sfotheory.stages import derive_variance_condition
+
+    d = derive_variance_condition()
+    ratio = sp.nsimplify(gamma) ** 2 / sp.nsimplify(delta)
+    if ratio == 1:
+        return bool(d.boundary_sum.is_finite)
+    holds = bool(d.raw_condition.subs({S.gamma: sp.nsimplify(gamma), S.delta: sp.nsimplify(delta)}))
+    return holds
+
+
+def run(ctx: RunContext) -> CheckResult:
+    from sfotheory.problems import make_problem
+    from sfotheory.quadratic_theory import quadratic_moments
+    from sfotheory.rule import periodic
+    from sfotheory.simulate import schedule_sequence, simulate
+    from sfotheory.stages import max_lr_increases
+
+    cfg = SETTINGS[ctx.mode]
+    t0 = time.perf_counter()
+    p = dict(cfg["problem"])
+    problem = make_problem(p.pop("name"), p, seed=cfg["seed"])
+    L, s2 = problem.L, problem.sigma2
+    delta, gammas = cfg["delta"], list(cfg["gammas"])
+    K, M, R = cfg["stage_steps"], cfg["stages"], cfg["replicates"]
+    b_max = int(cfg["b0"] * delta ** M)
+
+    def sched(g, cap):
+        return periodic(b0=cfg["b0"], eta0=cfg["eta0"], delta=delta, gamma=g, period=K, b_max=b_max,
+                        eta_max=cap, allow_unstable=True)
+
+    unc = [sched(g, math.inf) for g in gammas]
+    cap = [sched(g, cfg["eta_cap"]) for g in gammas]
+    sim = simulate(problem, unc + cap, eps=1e-12, replicates=R, seed=cfg["seed"], max_steps=K * M,
+                   stop_at_hit=False, allow_unstable=True)
+    ctx.tick(1, part="simulate")
+    C = len(gammas)
+    steps = sim.trace_step
+    sq = sim.trace_norm**2                                      # [obs, R, 2C]
+    floors = np.full((M, R, 2 * C), np.nan)
+    for m in range(M):
+        sel = (steps > m * K + K // 2) & (steps <= (m + 1) * K)
+        with np.errstate(all="ignore"):
+            floors[m] = sq[sel].mean(axis=0)
+    mean_floor = np.nanmean(floors, axis=1) if np.isfinite(floors).any() else floors[:, 0]
+    b_seq, lr_seq = schedule_sequence(unc + cap, K * M)
+
+    comps, lines = [], []
+    sqrt_d = math.sqrt(delta)
+    for i, g in enumerate(gammas):
+        theory_bounded = variance_sum_bounded(g, delta)
+        comps.append(Comparison(
+            quantity=f"gamma = {g:.4g}: sum_m (gamma^2/delta)^m finite (sympy)",
+            measured="finite" if theory_bounded else "infinite",
+            expected="finite" if g < sqrt_d else "infinite", ok=theory_bounded == (g < sqrt_d)))
+    # Measured trend of the stage floor, uncapped, over stages trend_from..m_ok (eta_m < 2/L, no divergence).
+    m0 = cfg["trend_from"]
+    for i, g in enumerate(gammas):
+        m_limit = max_lr_increases(cfg["eta0"], g, L=L) if g > 1 else math.inf   # last stage with eta_m < 2/L
+        last = int(min(M - 1, m_limit))
+        fl = floors[m0:last + 1, :, i]
+        ok_rows = np.all(np.isfinite(fl), axis=0)
+        if last >= m0 + 2 and ok_rows.sum() >= 2:
+            slope = per_stage_decay_slope(fl[:, ok_rows].mean(axis=1))
+            reps = np.array([per_stage_decay_slope(fl[:, r]) for r in np.flatnonzero(ok_rows)])
+            se = reps.std(ddof=1) / math.sqrt(reps.size)
+            decreasing = slope < -2 * se
+            measured = (f"slope of log floor over stages {m0}..{last}: {slope:.3f} (SE {se:.3f}) -> "
+                        f"{'decreasing' if decreasing else 'not decreasing'}; theory floor slope "
+                        f"{per_stage_decay_slope(_stationary(L, s2, cfg, g, delta, last)[m0:]):.3f}, "
+                        f"log(gamma/delta) = {math.log(g / delta):.3f}")
+        else:
+            decreasing = False
+            measured = f"fewer than 3 stages with eta_m < 2/L from stage {m0} on (last valid stage {last})"
+        lines.append(f"gamma {g:.4g}: last stage with eta_m < 2/L = {m_limit}")
+        expect_dec = g < sqrt_d
+        comps.append(Comparison(
+            quantity=f"gamma = {g:.4g} (eta uncapped): stage noise floor E||grad f||^2 converges",
+            measured=measured,
+            expected="decreasing (gamma < sqrt(delta))" if expect_dec else "not decreasing (gamma >= sqrt(delta))",
+            ok=bool(decreasing == expect_dec)))
+    # Simulator against the exact expectation (uncapped, stages with eta_m < 2/L).
+    worst, worst_txt = 0.0, ""
+    for i, g in enumerate(gammas):
+        lr = lr_seq[:, i]
+        valid_steps = int(np.argmax(lr * L >= 2.0)) if np.any(lr * L >= 2.0) else lr.size
+        if valid_steps < K:
+            continue
+        mom = quadratic_moments(problem, b_seq[:valid_steps, i], lr[:valid_steps])
+        t = np.arange(1, valid_steps + 1)
+        for m in range(1, valid_steps // K):
+            sel = (t > m * K + K // 2) & (t <= (m + 1) * K)
+            exact = mom.mean_sq_norm[1:][sel].mean()
+            meas = floors[m, :, i]
+            if not np.all(np.isfinite(meas)):
+                continue
+            se = meas.std(ddof=1) / math.sqrt(R)
+            dev = abs(meas.mean() - exact) / (3 * se + 0.05 * exact)
+            if dev > worst:
+                worst = dev
+                worst_txt = f"gamma = {g:.4g}, stage {m}: measured {meas.mean():.4g} ± {se:.2g}, exact {exact:.4g}"
+    comps.append(Comparison(
+        quantity="stage floors (uncapped, eta_m < 2/L) vs exact expectation",
+        measured=f"largest |measured - exact| / (3 SE + 5%) = {worst:.3g} ({worst_txt})",
+        expected="<= 1", ok=bool(worst <= 1.0)))
+    # Where the uncapped runs break: the first stage whose floor is non-finite or above 10 ||grad f(theta_0)||^2.
+    g0 = float(problem.grad_norm(problem.theta0[None])[0]) ** 2
+    blown = ~np.isfinite(floors) | (np.nan_to_num(floors, nan=np.inf) > 10 * g0)      # [M, R, 2C]
+    for i, g in enumerate(gammas):
+        rows = blown[:, :, i].any(axis=0)
+        if not rows.any():
+            continue
+        stage_div = int(np.median(np.argmax(blown[:, rows, i], axis=0)))
+        m_cross = max_lr_increases(cfg["eta0"], g, L=L) + 1
+        comps.append(Comparison(
+            quantity=f"gamma = {g:.4g} (eta uncapped): first stage with ||grad f||^2 > 10 ||grad f(theta0)||^2",
+            measured=f"stage {stage_div} (median over the {rows.sum()}/{R} replicates that blew up)",
+            expected=f"stage {m_cross}, the first with eta_0 gamma^m >= 2/L (the step-size limit)",
+            ok=stage_div == m_cross))
+    broke = [round(g, 4) for i, g in enumerate(gammas) if blown[:, :, i].any()]
+    lines.append(f"uncapped runs that blew up within {M} stages: gamma in {broke}")
+    for i, g in enumerate(gammas):
+        fu = mean_floor[:, i]
+        fc = mean_floor[:, C + i]
+        lines.append(f"gamma {g:.4g}: floors uncapped " + ", ".join(f"{v:.2g}" for v in fu)
+                     + f"; capped at eta_max = {cfg['eta_cap']}: " + ", ".join(f"{v:.2g}" for v in fc)
+                     + f"; sum eta^2/b over the run {np.sum(lr_seq[:, i] ** 2 / b_seq[:, i]):.3g}")
+    conv_capped = [g for i, g in enumerate(gammas) if np.isfinite(mean_floor[-1, C + i])
+                   and mean_floor[-1, C + i] < mean_floor[1, C + i]]
+    lines.append(f"with eta capped at {cfg['eta_cap']}/L the final floor is below stage 1's for gamma in "
+                 f"{[round(g, 4) for g in conv_capped]} (the cap turns every schedule into b-growth at constant eta)")
+    figs = [str(_plot(gammas, mean_floor, L, s2, cfg, delta, ctx.figure_path("gamma_boundary.png")))]
+    tolerance = ("Theory: exact. Trend: 'decreasing' = slope of log stage floor < -2 SE (per-replicate slopes). "
+                 "Floors vs exact expectation: within 3 SE + 5% (non-stationarity, step correlation). "
+                 "Divergence stage: exact.")
+    return CheckResult.from_comparisons(
+        CLAIM, ctx.mode, comps, tolerance=tolerance, figures=figs, notes=" | ".join(lines), seeds=[cfg["seed"]],
+        settings={**{k: v for k, v in cfg.items() if k != "gammas"}, "gammas": [round(g, 6) for g in gammas]},
+        wall_time_s=time.perf_counter() - t0)
+
+
+def _stationary(L, s2, cfg, g, delta, last):
+    """C₂(η_m)/b_m = Lσ²η_m/((2 − Lη_m) b_m), m = 0..last (the exact stationary floor at κ = 1)."""
+    m = np.arange(last + 1)
+    eta = cfg["eta0"] * g**m
+    b = np.ceil(cfg["b0"] * delta**m - 1e-9)
+    return L * s2 * eta / ((2 - L * eta) * b)
+
+
+def _plot(gammas, mean_floor, L, s2, cfg, delta, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    C = len(gammas)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    m = np.arange(mean_floor.shape[0])
+    for ax, off, title in ((axes[0], 0, "eta uncapped"), (axes[1], C, f"eta capped at {cfg['eta_cap']}/L")):
+        for i, g in enumerate(gammas):
+            col = plt.cm.viridis(i / max(C - 1, 1))
+            style = "-" if g < math.sqrt(delta) else "--"
+            ax.semilogy(m, mean_floor[:, off + i], style, marker="o", ms=3, color=col, label=f"gamma = {g:.3g}")
+        ax.set_xlabel("stage m")
+        ax.set_title(title + " (dashed: gamma >= sqrt(delta))")
+    axes[0].set_ylabel("stage noise floor, mean ||grad f||^2")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(script_main(run, CLAIM))
