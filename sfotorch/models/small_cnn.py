@@ -88,6 +88,7 @@ class SmallCNN(nn.Module):
         return self.linear(out)
 
 
-def small_cnn(num_classes: int = 10, in_channels: int = 3, batch_norm: bool = False) -> SmallCNN:
-    """The ~94 k-parameter :class:`SmallCNN` with its default widths (32, 64, 128)."""
-    return SmallCNN(num_classes=num_classes, in_channels=in_channels, batch_norm=batch_norm)
+def small_cnn(num_classes: int = 10, in_channels: int = 3, batch_norm: bool = False,
+              widths=(32, 64, 128)) -> SmallCNN:
+    """The :class:`SmallCNN`: ~94 k parameters with its default widths (32, 64, 128)."""
+    return SmallCNN(num_classes=num_classes, in_channels=in_channels, batch_norm=batch_norm, widths=widths)
