@@ -220,7 +220,7 @@ def _synthetic(spec: dict, replicates: int, seed: int, ctx: RunContext):
         kwargs["span"] = spec["span"]
     res = cbs_sweep(problem, eps=eps, eta=eta, replicates=replicates, seed=seed, max_steps=spec["max_steps"],
                     **kwargs)
-    ctx.tick(1, part=spec["name"])
+    ctx.tick(part=spec["name"])
     fig = plot_cbs(res, ctx.figure_path(f"critical_batch_size_{spec['name']}.png"))
     b = np.asarray(res.batch_sizes, dtype=float)
     med = np.asarray(res.sfo_median, dtype=float)
@@ -347,7 +347,7 @@ def cnn_sweep(cfg: dict, seed: int, tick=None) -> dict:
 def _cnn(cfg: dict, seeds, ctx: RunContext):
     from sfotheory.cbs import fit_steps_curve, median_ci
 
-    runs = [cnn_sweep(cfg, s, tick=lambda **kw: ctx.tick(1, part="cnn", **kw)) for s in seeds]
+    runs = [cnn_sweep(cfg, s, tick=lambda **kw: ctx.tick(part="cnn", **kw)) for s in seeds]
     b = np.asarray(cfg["batch_sizes"], dtype=float)
     K = np.array([r["steps"] for r in runs])         # [seed, b]
     N = np.array([r["sfo"] for r in runs])

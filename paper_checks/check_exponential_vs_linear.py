@@ -166,7 +166,7 @@ def run(ctx: RunContext) -> CheckResult:
                                                                        cfg["adaptive_steps"])):
         sims[label] = simulate(problem, scheds, eps=float(targets[-1]) * 1e-6, replicates=R, seed=cfg["seed"],
                                max_steps=steps, stop_at_hit=False)
-        ctx.tick(1, part=label)
+        ctx.tick(part=label)
 
     comps, lines = [], []
     for label, sim in sims.items():

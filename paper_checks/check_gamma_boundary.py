@@ -126,7 +126,7 @@ def run(ctx: RunContext) -> CheckResult:
     cap = [sched(g, cfg["eta_cap"]) for g in gammas]
     sim = simulate(problem, unc + cap, eps=1e-12, replicates=R, seed=cfg["seed"], max_steps=K * M,
                    stop_at_hit=False, allow_unstable=True)
-    ctx.tick(1, part="simulate")
+    ctx.tick(part="simulate")
     C = len(gammas)
     steps = sim.trace_step
     sq = sim.trace_norm**2                                      # [obs, R, 2C]

@@ -61,7 +61,7 @@ class CheckResult:
     figures: list[str] = field(default_factory=list)
     notes: str = ""
     seeds: list[int] = field(default_factory=list)
-    wall_time_s: float = math.nan
+    wall_time_s: float = 0.0
     settings: dict = field(default_factory=dict)
 
     @classmethod
@@ -118,9 +118,10 @@ class RunContext:
     def figure_path(self, name: str) -> Path:
         return self.out_dir / name
 
-    def tick(self, n: int = 1, **status) -> None:
+    def tick(self, **status) -> None:
+        """Show what the check is doing now on the progress line (the line counts checks, not ticks)."""
         if self.progress is not None:
-            self.progress.update(n, **status)
+            self.progress.update(0, **status)
 
 
 def script_main(module_run, claim: ClaimInfo, argv=None) -> int:

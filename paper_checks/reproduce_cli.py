@@ -49,6 +49,7 @@ def run_checks(only=None, *, mode: str = "quick", out_dir="reports/latest", data
     ctx = RunContext(mode=mode, out_dir=out_dir, data_dir=data_dir, progress=progress)
     results, t0 = [], time.perf_counter()
     for name in names:
+        progress.status = {}
         progress.update(0, check=name)
         t = time.perf_counter()
         result = mods[name].run(ctx)

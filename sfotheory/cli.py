@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = [
     "sfotheory.cbs_cli",
     "sfotorch.train_cli",
     "sfotorch.plot_cli",
+    "paper_checks.reproduce_cli",
 ]
 
 
