@@ -18,7 +18,16 @@ from __future__ import annotations
 import sys
 import time
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "write_status_line"]
+
+
+def write_status_line(stream, line: str, tty: bool) -> None:
+    """Rewrite the current terminal line with ``line`` (on a terminal) or append it as a new line."""
+    if tty:
+        stream.write("\r" + line[:160].ljust(120))
+    else:
+        stream.write(line + "\n")
+    stream.flush()
 
 
 class Progress:
@@ -47,12 +56,7 @@ class Progress:
     def _write(self, now: float) -> None:
         count = f"{self.done}/{self.total} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done}"
         extra = " ".join(f"{k}={v}" for k, v in self.status.items())
-        line = f"{self.label} {count} {now - self._t0:.0f}s {extra}".strip()
-        if self.tty:
-            self.stream.write("\r" + line[:150].ljust(100))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        write_status_line(self.stream, f"{self.label} {count} {now - self._t0:.0f}s {extra}".strip(), self.tty)
         self._wrote = True
 
     def close(self) -> None:

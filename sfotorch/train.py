@@ -52,6 +52,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sfotheory.progress import write_status_line
+
 from sfotheory.validation import fail
 
 from .config import SCHEMA, config_to_toml, flatten_config, load_config_text, schedule_kwargs
@@ -295,11 +297,7 @@ class Progress:
         line = (f"{self.label}step {info['step']} ep {info['epoch']:.2f} | stage {info['stage']} b {info['b']} "
                 f"lr {info['eta']:.4g} | norm {norm} eps {info['eps']:.3g} | SFO {_k(samples)}+{_k(info['check'])} "
                 f"| {rate:.0f} samples/s{done}")
-        if self.tty:
-            self.stream.write("\r" + line[:160].ljust(120))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+        write_status_line(self.stream, line, self.tty)
         self._wrote = True
 
     def close(self) -> None:
