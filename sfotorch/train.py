@@ -53,7 +53,6 @@ from dataclasses import dataclass
 import torch
 
 from sfotheory.progress import write_status_line
-
 from sfotheory.validation import fail
 
 from .config import SCHEMA, config_to_toml, flatten_config, load_config_text, schedule_kwargs
