@@ -61,11 +61,12 @@ def write_report(results: list[CheckResult], out_dir, meta: dict) -> Path:
         f"- command: `{meta.get('command', 'sfo reproduce')}`",
         "- environment: " + ", ".join(f"{k} {v}" for k, v in meta.get("environment", {}).items()),
         "",
-        "| claim | verdict | key measurement | seeds | time |",
+        "| claim | verdict | first miss (or first measurement) | seeds | time |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        key = r.comparisons[0] if r.comparisons else None
+        # the first miss says why a claim failed; a pass shows its first measurement
+        key = next((c for c in r.comparisons if not c.ok), r.comparisons[0] if r.comparisons else None)
         summary = f"{key.quantity}: {key.measured} (expected {key.expected})" if key else "-"
         lines.append(f"| [{_cell(r.title)}](#{r.claim}) | **{r.verdict}** | {_cell(summary)} | "
                      f"{', '.join(map(str, r.seeds)) or '-'} | {r.wall_time_s:.0f} s |")

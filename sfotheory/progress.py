@@ -1,7 +1,7 @@
 """A dependency-free progress line for long work (``sfo reproduce``, sweeps).
 
 One line on ``stream`` (stderr by default), rewritten in place on a terminal and throttled to
-one line every ``every`` seconds elsewhere (logs stay short). Shows the label, done/total with
+one line every ``every`` seconds (15 s at least) elsewhere, so logs stay short. Shows the label, done/total with
 a percentage when the total is known, elapsed time, and any ``key=value`` status given.
 
 >>> import io
@@ -34,6 +34,7 @@ class Progress:
     """A throttled progress line: ``update(n, **status)`` after each unit of work, ``close()`` at the end."""
 
     def __init__(self, total: int | None = None, label: str = "", stream=None, every: float = 1.0):
+        # every = 0 writes on every update (tests); a finished total is always written
         self.total = total
         self.label = label
         self.stream = sys.stderr if stream is None else stream
@@ -41,6 +42,8 @@ class Progress:
         self.done = 0
         self.status: dict = {}
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        if not self.tty and every > 0:
+            self.every = max(every, 15.0)  # a log file gets a line every 15 s at most
         self._t0 = time.perf_counter()
         self._last = -float("inf")
         self._wrote = False
