@@ -248,11 +248,18 @@ def _plot(gammas, mean_floor, L, s2, cfg, delta, path):
     C = len(gammas)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     m = np.arange(mean_floor.shape[0])
+    start = float(np.nanmax(mean_floor[0]))  # clip at 10x the starting floor: a blow-up leaves the axes
+    shown = mean_floor[np.isfinite(mean_floor) & (mean_floor > 0)]
     for ax, off, title in ((axes[0], 0, "eta uncapped"), (axes[1], C, f"eta capped at {cfg['eta_cap']}/L")):
         for i, g in enumerate(gammas):
             col = plt.cm.viridis(i / max(C - 1, 1))
             style = "-" if g < math.sqrt(delta) else "--"
             ax.semilogy(m, mean_floor[:, off + i], style, marker="o", ms=3, color=col, label=f"gamma = {g:.3g}")
+            over = np.flatnonzero(~(mean_floor[:, off + i] <= 10 * start))
+            if over.size:
+                ax.annotate(f"gamma = {g:.3g} diverges", (m[over[0]], 10 * start), fontsize=7, color=col,
+                            xytext=(-60, -15), textcoords="offset points", arrowprops={"arrowstyle": "->"})
+        ax.set_ylim(0.5 * shown.min(), 10 * start)
         ax.set_xlabel("stage m")
         ax.set_title(title + " (dashed: gamma >= sqrt(delta))")
     axes[0].set_ylabel("stage noise floor, mean ||grad f||^2")
