@@ -1,6 +1,39 @@
 """sfotorch: the adaptive batch-size and learning-rate scheduler for PyTorch training.
 
-Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`).
+Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, one module each:
+
+========================  =====================================================================
+:class:`StageScheduler`   the torch.optim-style shell around the rule (``step()`` after
+                          ``optimizer.step()``, ``get_last_lr()``, ``state_dict()``)
+:class:`ResizableLoader`  batches whose size changes at the very next batch, also with workers
+``monitors``              exact, subsampled and debiased ‖∇f(θ)‖ (:mod:`sfotorch.monitors`)
+:class:`TrainingLoop`     batch → micro-batches → non-finite policy → update → rule → checkpoint
+``distributed``           DDP with exact global sums (:mod:`sfotorch.distributed`)
+``checkpoint``            atomic, verified checkpoints (:mod:`sfotorch.checkpoint`)
+``models``, ``datasets``  CIFAR ResNet-18, DenseNet, a small CNN; CIFAR and Fashion-MNIST readers
+``train``, ``plots``      ``sfo train`` and ``sfo plot``
+========================  =====================================================================
+
+Importing ``sfotorch`` itself does not import torch (so ``sfo --help`` and ``sfo theory`` stay
+fast); the names below are loaded on first use.
 """
 
-__all__: list[str] = []
+import importlib
+
+_EXPORTS = {
+    "DebiasedMonitor": "monitors",
+    "ExactMonitor": "monitors",
+    "Measurement": "monitors",
+    "ResizableLoader": "sampler",
+    "StageScheduler": "scheduler",
+    "SubsampledMonitor": "monitors",
+    "TrainingLoop": "loop",
+    "make_schedule": "scheduler",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'sfotorch' has no attribute {name!r}")

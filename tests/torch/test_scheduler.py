@@ -375,3 +375,15 @@ def test_nan_loss_blocks_a_periodic_move():
         event = sched.step(loss=float("nan"))
     assert event.name == "NONFINITE" and sched.stage == 0 and sched.batch_size == 8
     assert sched.step(loss=1.0).name == "PERIOD" and sched.stage == 1
+
+
+def test_package_exports_load_lazily_and_resolve():
+    import subprocess
+    import sys
+
+    code = ("import sys, sfotorch; before = 'torch' in sys.modules; "
+            "from sfotorch import StageScheduler, ResizableLoader, TrainingLoop, ExactMonitor; "
+            "print(before, StageScheduler.__module__, TrainingLoop.__module__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "sfotorch.scheduler", "sfotorch.loop"]
