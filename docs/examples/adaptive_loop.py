@@ -2,34 +2,24 @@
 import torch
 from torch import nn
 
-from sfotorch.sampler import ResizableLoader                             # <- sfo
-from sfotorch.scheduler import CallableMonitor, StageScheduler           # <- sfo
+from sfotorch import ExactMonitor, ResizableLoader, StageScheduler      # <- sfo
 
 torch.manual_seed(0)
 X = torch.randn(4096, 20)
-y = X @ torch.randn(20) + 0.1 * torch.randn(4096)
+y = X @ torch.randn(20, 1) + 0.1 * torch.randn(4096, 1)
 data = torch.utils.data.TensorDataset(X, y)
 model, loss_fn = nn.Linear(20, 1), nn.MSELoss()
 
-
-def full_gradient_norm():  # ‖∇f(θ)‖ over the whole training set (eval mode, no augmentation)
-    model.eval()
-    model.zero_grad()
-    loss_fn(model(X).squeeze(1), y).backward()
-    model.train()
-    return torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
-
-
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 loader = ResizableLoader(data, batch_size=8, seed=0)   # was: DataLoader(data, batch_size=8, shuffle=True)  # <- sfo
-scheduler = StageScheduler(optimizer, "adaptive_exponential", loader=loader,                           # <- sfo
-                           b0=8, eta0=0.05, eps0=0.5, delta=2, gamma=1.4, tau=50, b_max=1024,          # <- sfo
-                           monitor=CallableMonitor(full_gradient_norm, cost=len(data), name="exact"))  # <- sfo
+monitor = ExactMonitor(model, data, loss_fn)   # ‖∇f(θ)‖ over the whole training set, eval mode, float64  # <- sfo
+scheduler = StageScheduler(optimizer, "adaptive_exponential", loader=loader, monitor=monitor,          # <- sfo
+                           b0=8, eta0=0.05, eps0=0.5, delta=2, gamma=1.4, tau=50, b_max=1024)          # <- sfo
 
 for epoch in range(4):
     for xb, yb in loader:
         optimizer.zero_grad()
-        loss = loss_fn(model(xb).squeeze(1), yb)
+        loss = loss_fn(model(xb), yb)
         loss.backward()
         optimizer.step()
         scheduler.step(loss=loss)                                                                       # <- sfo
