@@ -113,7 +113,7 @@ def run(ctx: RunContext) -> CheckResult:
     t0 = time.perf_counter()
     p = dict(cfg["problem"])
     problem = make_problem(p.pop("name"), p, seed=cfg["seed"])
-    L, s2 = problem.L, problem.sigma2
+    L = problem.L
     delta, gammas = cfg["delta"], list(cfg["gammas"])
     K, M, R = cfg["stage_steps"], cfg["stages"], cfg["replicates"]
     b_max = int(cfg["b0"] * delta ** M)
@@ -160,7 +160,7 @@ def run(ctx: RunContext) -> CheckResult:
             decreasing = slope < -2 * se
             measured = (f"slope of log floor over stages {m0}..{last}: {slope:.3f} (SE {se:.3f}) -> "
                         f"{'decreasing' if decreasing else 'not decreasing'}; theory floor slope "
-                        f"{per_stage_decay_slope(_stationary(L, s2, cfg, g, delta, last)[m0:]):.3f}, "
+                        f"{per_stage_decay_slope(_stationary(unc[i], problem.constants(), last)[m0:]):.3f}, "
                         f"log(gamma/delta) = {math.log(g / delta):.3f}")
         else:
             decreasing = False
@@ -222,7 +222,7 @@ def run(ctx: RunContext) -> CheckResult:
                    and mean_floor[-1, C + i] < mean_floor[1, C + i]]
     lines.append(f"with eta capped at {cfg['eta_cap']}/L the final floor is below stage 1's for gamma in "
                  f"{[round(g, 4) for g in conv_capped]} (the cap turns every schedule into b-growth at constant eta)")
-    figs = [str(_plot(gammas, mean_floor, L, s2, cfg, delta, ctx.figure_path("gamma_boundary.png")))]
+    figs = [str(_plot(gammas, mean_floor, cfg, delta, ctx.figure_path("gamma_boundary.png")))]
     tolerance = ("Theory: exact. Trend: 'decreasing' = slope of log stage floor < -2 SE (per-replicate slopes). "
                  "Floors vs exact expectation: within 3 SE + 5% (non-stationarity, step correlation). "
                  "Divergence stage: exact.")
@@ -232,15 +232,18 @@ def run(ctx: RunContext) -> CheckResult:
         wall_time_s=time.perf_counter() - t0)
 
 
-def _stationary(L, s2, cfg, g, delta, last):
-    """C₂(η_m)/b_m = Lσ²η_m/((2 − Lη_m) b_m), m = 0..last (the exact stationary floor at κ = 1)."""
-    m = np.arange(last + 1)
-    eta = cfg["eta0"] * g**m
-    b = np.ceil(cfg["b0"] * delta**m - 1e-9)
-    return L * s2 * eta / ((2 - L * eta) * b)
+def _stationary(schedule, constants, last):
+    """C₂(η_m)/b_m = Lσ²η_m/((2 − Lη_m) b_m), m = 0..last (the exact stationary floor at κ = 1),
+    with (b_m, η_m) from the stage rule's closed form (requires η_m < 2/L up to ``last``)."""
+    from sfotheory.complexity import theory_constants
+    from sfotheory.rule import stage_values
+
+    b, eta, _ = stage_values(schedule, np.arange(last + 1))
+    _, c2 = theory_constants(constants, eta)
+    return c2 / b
 
 
-def _plot(gammas, mean_floor, L, s2, cfg, delta, path):
+def _plot(gammas, mean_floor, cfg, delta, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

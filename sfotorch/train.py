@@ -52,6 +52,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sfotheory.progress import Progress as StatusLine
 from sfotheory.progress import write_status_line
 from sfotheory.validation import fail
 
@@ -257,7 +258,7 @@ def _truncate_log(path: str, step: int) -> int:
 
 # -- progress --------------------------------------------------------------------------------------
 
-class Progress:
+class Progress(StatusLine):
     """A plain progress line on ``stream`` every ``every`` seconds (``\\r``-rewritten on a terminal).
 
     Shows step, epoch, stage m, b_m, η_m, the latest measured ‖∇f‖ against ε_m, training and
@@ -298,12 +299,6 @@ class Progress:
                 f"| {rate:.0f} samples/s{done}")
         write_status_line(self.stream, line, self.tty)
         self._wrote = True
-
-    def close(self) -> None:
-        if self.tty and self._wrote:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._wrote = False
 
 
 def _k(x: int) -> str:

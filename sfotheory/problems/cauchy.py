@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validation import check_greater, check_integer, check_positive
+from ..validation import check_greater, check_positive
 from .base import seed_of
-from .finite_sum import GLMFiniteSum, make_features
+from .finite_sum import GLMFiniteSum, check_data_shape, make_features
 
 __all__ = ["CauchyRegression"]
 
@@ -40,9 +40,7 @@ class CauchyRegression(GLMFiniteSum):
     def __init__(self, *, n: int = 1000, dim: int = 20, kappa: float = 10.0, scale: float = 1.0,
                  noise: float = 0.5, ridge: float = 0.0, seed: int = 0):
         where = "make_problem('cauchy')"
-        n = check_integer(n, "n", where, minimum=2)
-        dim = check_integer(dim, "dim", where, minimum=1)
-        kappa = check_greater(kappa, 1.0, "kappa", where, strict=False)
+        n, dim, kappa = check_data_shape(n, dim, kappa, where)
         scale = check_positive(scale, "scale", where, reason="the Cauchy scale c > 0")
         noise = check_greater(noise, 0.0, "noise", where, strict=False)
         self.seed = seed_of(seed, where)

@@ -28,7 +28,13 @@ import numpy as np
 from ..validation import check_greater, check_integer, fail
 from .base import Problem, Sampler
 
-__all__ = ["GLMFiniteSum", "make_features"]
+__all__ = ["GLMFiniteSum", "check_data_shape", "make_features"]
+
+
+def check_data_shape(n, dim, kappa, where: str) -> tuple[int, int, float]:
+    """The (n, dim, kappa) of a generated data set: n ≥ 2 rows, dim ≥ 1 features, condition number κ ≥ 1."""
+    return (check_integer(n, "n", where, minimum=2), check_integer(dim, "dim", where, minimum=1),
+            check_greater(kappa, 1.0, "kappa", where, strict=False))
 
 
 def make_features(n: int, d: int, kappa: float, rng: np.random.Generator) -> np.ndarray:

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validation import check_greater, check_integer, check_positive
+from ..validation import check_greater, check_positive
 from .base import seed_of
-from .finite_sum import GLMFiniteSum, make_features
+from .finite_sum import GLMFiniteSum, check_data_shape, make_features
 
 __all__ = ["LeastSquares"]
 
@@ -45,9 +45,7 @@ class LeastSquares(GLMFiniteSum):
     def __init__(self, *, n: int = 1000, dim: int = 20, kappa: float = 10.0, noise: float = 0.5,
                  ridge: float = 0.0, radius_factor: float = 2.0, seed: int = 0):
         where = "make_problem('least_squares')"
-        n = check_integer(n, "n", where, minimum=2)
-        dim = check_integer(dim, "dim", where, minimum=1)
-        kappa = check_greater(kappa, 1.0, "kappa", where, strict=False)
+        n, dim, kappa = check_data_shape(n, dim, kappa, where)
         noise = check_greater(noise, 0.0, "noise", where, strict=False)
         radius_factor = check_positive(radius_factor, "radius_factor", where)
         self.seed = seed_of(seed, where)

@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from ..validation import check_greater, check_integer
+from ..validation import check_greater
 from .base import seed_of
-from .finite_sum import GLMFiniteSum, make_features
+from .finite_sum import GLMFiniteSum, check_data_shape, make_features
 
 __all__ = ["Logistic"]
 
@@ -43,9 +43,7 @@ class Logistic(GLMFiniteSum):
     def __init__(self, *, n: int = 1000, dim: int = 20, kappa: float = 10.0, signal: float = 2.0,
                  ridge: float = 0.01, seed: int = 0):
         where = "make_problem('logistic')"
-        n = check_integer(n, "n", where, minimum=2)
-        dim = check_integer(dim, "dim", where, minimum=1)
-        kappa = check_greater(kappa, 1.0, "kappa", where, strict=False)
+        n, dim, kappa = check_data_shape(n, dim, kappa, where)
         signal = check_greater(signal, 0.0, "signal", where, strict=False)
         self.seed = seed_of(seed, where)
         self.params = {"n": n, "dim": dim, "kappa": kappa, "signal": signal, "ridge": float(ridge)}
