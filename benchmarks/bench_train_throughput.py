@@ -1,8 +1,8 @@
 """Samples per second of ``sfo train``'s training step against a plain torch loop (target ratio ≤ 1.05).
 
-Claim: the machinery ``sfo train`` puts around a step — the resizable loader, the float64
-gradient sums of the accumulator (micro-batch cap = b, so one forward/backward per step), the
-non-finite checks, the stage rule and its SFO account — costs at most 5% of the samples per second
+Claim: the machinery ``sfo train`` puts around a step — the resizable loader, the accumulator
+(micro-batch cap ≥ b: one plain forward/backward per step, plus ‖g_B‖ for the non-finite policy),
+the non-finite checks, the stage rule and its SFO account — costs at most 5% of the samples per second
 of an ordinary loop ``zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()``.
 
 Setup: the model, data and batch of a config (default: configs/fashion_mnist_constant_cpu.toml,

@@ -6,7 +6,9 @@ One call of :meth:`TrainingLoop.step` is one optimizer step of Algorithm 2:
    :class:`~sfotorch.distributed.ShardedLoader`), at the b the scheduler last set;
 2. its gradient as micro-batches of at most c samples, summed in float64
    (:class:`~sfotorch.accumulate.GradientAccumulator`) and all-reduced over ranks, so
-   g_B = Σ_j S_j / b is the exact mean over the b global samples;
+   g_B = Σ_j S_j / b is the exact mean over the b global samples (on one process with b ≤ c this
+   is one ordinary ``backward()`` into ``.grad``:
+   :meth:`~sfotorch.accumulate.GradientAccumulator.backward_single`);
 3. the **non-finite policy**: a NaN/inf loss Σf_i/b or gradient norm ‖g_B‖ (or, on a check
    step, a NaN/inf measured ‖∇f‖, or non-finite parameters at a checkpoint) never advances a
    stage; by ``on_nonfinite``:
@@ -223,23 +225,31 @@ class TrainingLoop:
             return self._maybe_checkpoint(result)
         inputs, targets = (None, None) if batch is None else batch
         self.optimizer.zero_grad(set_to_none=True)
-        hook = None
+        hook, acc = None, None
         if self.on_micro_batch is not None:
             def hook(j, k, _t=t):
                 self.on_micro_batch(_t, j, k)
-        acc = self.accumulator.accumulate(inputs, targets, on_micro_batch=hook)
-        acc = all_reduce_accumulated(acc, self.context)
-        b = acc.samples
-        loss = acc.loss_mean(b)
-        sq_norm = acc.sq_norm(b)
+        if not self.context.is_distributed and inputs is not None and self.accumulator.is_single(int(inputs.shape[0])):
+            # one micro-batch on one process: a plain backward already gives g_B in .grad
+            b = int(inputs.shape[0])
+            loss, sq_norm = self.accumulator.backward_single(inputs, targets)
+            trace_cov = math.nan
+            if hook is not None:
+                hook(0, 1)
+        else:
+            acc = all_reduce_accumulated(self.accumulator.accumulate(inputs, targets, on_micro_batch=hook),
+                                         self.context)
+            b = acc.samples
+            loss, sq_norm, trace_cov = acc.loss_mean(b), acc.sq_norm(b), acc.trace_cov()
         grad_norm = math.sqrt(sq_norm) if math.isfinite(sq_norm) else math.nan
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
             result = self._nonfinite(t, b, what, value, loss, grad_norm)
             return result if result.rolled_back else self._maybe_checkpoint(result)
-        acc.write_grad(self.accumulator.params, b)
+        if acc is not None:
+            acc.write_grad(self.accumulator.params, b)
         if self.debiased is not None:
-            self.debiased.update(sq_norm, acc.trace_cov(), b)
+            self.debiased.update(sq_norm, trace_cov, b)
         if self.scheduler.check_order == "before_update":
             event = self.scheduler.before_update(loss=loss, samples=b)
             self.optimizer.step()

@@ -81,6 +81,32 @@ def test_accumulated_gradient_matches_the_big_batch_in_float32_to_float_rounding
         torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_one_micro_batch_is_one_plain_backward_equal_to_the_float64_sums(reduction):
+    """backward_single (b ≤ c) leaves in .grad the mean gradient the float64 path writes, and
+    returns the mean loss and ‖g_B‖² that the float64 record reports."""
+    model = mlp()
+    loss_fn = nn.CrossEntropyLoss(reduction=reduction)
+    x, y = data(9)
+    acc = GradientAccumulator(model, loss_fn, max_micro_batch=9)
+    assert acc.is_single(9) and not acc.is_single(10)
+    record = acc.accumulate(x, y)
+    loss, sq_norm = acc.backward_single(x, y)
+    for p, e in zip(model.parameters(), record.mean()):
+        torch.testing.assert_close(p.grad, e, rtol=1e-12, atol=1e-14)
+    assert math.isclose(loss, record.loss_mean(), rel_tol=1e-12)
+    assert math.isclose(sq_norm, record.sq_norm(), rel_tol=1e-12)
+
+
+def test_one_plain_backward_is_refused_for_a_batch_that_needs_micro_batches():
+    model = mlp()
+    x, y = data(5)
+    with pytest.raises(ParameterError, match=r"'inputs'.*max_micro_batch = 4.*5 rows"):
+        GradientAccumulator(model, nn.CrossEntropyLoss(), max_micro_batch=4).backward_single(x, y)
+    with pytest.raises(ParameterError, match=r"min_micro_batches = 2"):
+        GradientAccumulator(model, nn.CrossEntropyLoss(), max_micro_batch=8, min_micro_batches=2).backward_single(x, y)
+
+
 def test_the_denominator_is_the_global_batch_when_a_batch_is_split_elsewhere():
     """Two halves accumulated with D = b and added equal the whole (what DDP ranks do)."""
     model = mlp()
@@ -238,3 +264,31 @@ def test_finding_the_cap_on_cpu_asks_for_an_explicit_cap():
     with pytest.raises(ParameterError, match=r"'device' parameter of find_max_micro_batch must be a CUDA device "
                                              r"\(on CPU pass max_micro_batch explicitly\).*Got device='cpu'"):
         find_max_micro_batch(model, nn.CrossEntropyLoss(), x, y)
+
+
+def test_the_training_loop_takes_the_same_steps_with_one_backward_or_with_micro_batches():
+    """TrainingLoop with c ≥ b (one plain backward per step) and with c = 2 (float64 micro-batch
+    sums): same parameters to 1e-10 and the same stage transitions over b = 4 → 16 (float64 model)."""
+    from sfotorch.loop import TrainingLoop
+    from sfotorch.monitors import ExactMonitor
+    from sfotorch.sampler import ResizableLoader
+    from sfotorch.scheduler import StageScheduler
+
+    x, y = data(64)
+    runs = []
+    for cap in (64, 2):
+        model = mlp()
+        loss_fn = nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(model.parameters(), lr=0.2)
+        loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, seed=3)
+        sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=ExactMonitor(model, (x, y), loss_fn),
+                               b0=4, eta0=0.2, eps0=0.3, delta=2, gamma=1.2, tau=5, b_max=16)
+        loop = TrainingLoop(model, opt, sched, loader, loss_fn, max_micro_batch=cap)
+        results = loop.run(max_steps=60)
+        runs.append((model, sched, results))
+    (m1, s1, r1), (m2, s2, r2) = runs
+    assert s1.transitions == s2.transitions and len(s1.transitions) >= 1
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(r1, r2):
+        assert math.isclose(a.grad_norm, b.grad_norm, rel_tol=1e-9) and math.isclose(a.loss, b.loss, rel_tol=1e-10)

@@ -61,9 +61,14 @@ def test_stop_raises_naming_the_loss_value_and_step_and_leaves_the_checkpoint(tm
     assert sched.stage == stage and int(sched.state.step) == 5
 
 
-def test_skip_leaves_parameters_optimizer_and_rule_as_they_were(tmp_path):
+# max_micro_batch 3 < b = 4: the float64 micro-batch sums; 64: one plain backward into .grad
+BOTH_PATHS = pytest.mark.parametrize("cap", [3, 64], ids=["micro-batches", "single-backward"])
+
+
+@BOTH_PATHS
+def test_skip_leaves_parameters_optimizer_and_rule_as_they_were(tmp_path, cap):
     log = []
-    model, sched, loop = build(tmp_path, poison_step=6, on_nonfinite="skip", log=log)
+    model, sched, loop = build(tmp_path, poison_step=6, on_nonfinite="skip", log=log, max_micro_batch=cap)
     loop.run(max_steps=5)
     before, momentum = params(model), [loop.optimizer.state[p]["momentum_buffer"].clone()
                                        for p in model.parameters()]
@@ -124,12 +129,13 @@ def test_repeated_divergence_stops_after_max_rollbacks(tmp_path):
 
 # -- a NaN gradient with a finite loss, a NaN measured norm, non-finite parameters --------------------
 
-def test_a_nan_gradient_with_a_finite_loss_is_caught(tmp_path):
+@BOTH_PATHS
+def test_a_nan_gradient_with_a_finite_loss_is_caught(tmp_path, cap):
     class SqrtAtZero(nn.CrossEntropyLoss):       # value 0 + CE, gradient of sqrt at 0: inf · 0 = NaN
         def forward(self, out, y):
             return super().forward(out, y) + torch.sqrt((out * 0.0).sum().abs())
 
-    model, sched, loop = build(tmp_path, on_nonfinite="stop")
+    model, sched, loop = build(tmp_path, on_nonfinite="stop", max_micro_batch=cap)
     loop.accumulator.loss_fn = SqrtAtZero()
     with pytest.raises(DivergedError, match=r"step 1: the gradient norm is nan"):
         loop.step()
