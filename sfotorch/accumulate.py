@@ -297,7 +297,7 @@ class GradientAccumulator:
         """Whether a batch of ``batch_size`` rows runs as one micro-batch (b ≤ c, no forced split)."""
         return len(micro_batch_sizes(batch_size, self.max_micro_batch, self.min_micro_batches)) == 1
 
-    def backward_single(self, inputs, targets) -> tuple[float, float]:
+    def backward_single(self, inputs, targets, *, backward=None) -> tuple[float, float]:
         r"""The k = 1, D = b case of :meth:`accumulate` + ``write_grad``: one ordinary backward.
 
         ``loss_fn(model(x), y)`` (divided by b if sum-reduced) ``.backward()`` adds g_B = S/b to
@@ -307,6 +307,11 @@ class GradientAccumulator:
         (:func:`torch.nn.utils.get_total_norm`) in the parameters' dtype, over ``.grad`` as it is
         after the add — call it with ``.grad`` zeroed or None, as the training loop does. Only for b
         rows that :meth:`is_single` accepts and a denominator equal to b (not under DDP).
+
+        ``backward(x, y)``, if given, replaces ``loss_fn(model(x), y).backward()`` (after the move
+        and ``transform``) and returns that loss — e.g.
+        :meth:`~sfotorch.monitors.debiased.DebiasedMonitor.backward`, which records tr Σ̂ of the
+        batch on its statistics steps while adding the same gradient to ``.grad``.
         """
         b = int(inputs.shape[0])
         if not self.is_single(b):
@@ -316,14 +321,23 @@ class GradientAccumulator:
         x, y = inputs.to(self.device), targets.to(self.device)
         if self.transform is not None:
             x = self.transform(x)
+        sum_reduced = self.reduction == "sum" and b != 1
         with torch.enable_grad():
-            loss = self.loss_fn(self.model(x), y)
-            if self.reduction == "sum" and b != 1:
-                loss = loss / float(b)
-            loss.backward()
+            if backward is not None:
+                loss = backward(x, y)
+            else:
+                loss = self.loss_fn(self.model(x), y)
+                if sum_reduced:
+                    loss = loss / float(b)
+                loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
-        return float(loss.detach().to(torch.float64)), norm * norm
+        if backward is not None and sum_reduced:    # that backward added S = b g_B, as a sum-reduced loss does
+            with torch.no_grad():
+                for g in grads:
+                    g.div_(b)
+            norm, loss = norm / b, loss / b
+        return float(torch.as_tensor(loss).detach().to(torch.float64)), norm * norm
 
     def backward(self, inputs, targets, *, denominator: int | None = None) -> torch.Tensor:
         """Replace ``loss_fn(model(inputs), targets).backward()``: add Σ S_j / D to ``.grad``.

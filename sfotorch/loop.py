@@ -107,8 +107,11 @@ class TrainingLoop:
     checkpoint_path, checkpoint_every : where and every how many steps to checkpoint (0: never).
     on_nonfinite : ``"skip"``, ``"stop"`` or ``"rollback"``.
     max_rollbacks : rollbacks allowed without a new checkpoint in between.
-    debiased : a monitor with ``update(sq_norm, trace_cov, b)`` (the debiased monitor) fed every
-        update with the all-reduced ‖g_B‖² and tr Σ̂ of the micro-batches of all ranks.
+    debiased : a monitor with ``update(sq_norm, trace_cov, b)`` (the debiased monitor). A step
+        split into micro-batches (or run on several ranks) feeds it the all-reduced ‖g_B‖² and the
+        tr Σ̂ of all the micro-batches, which that step computed anyway; a step of one micro-batch on
+        one process runs the monitor's own ``backward(x, y)`` instead (per-sample-norm hooks or
+        micro-batches on its statistics steps only, a plain backward on the others).
     on_micro_batch : ``f(step, j, k)`` called after micro-batch j of k of step ``step`` (0-based).
     verify_ranks : at each checkpoint, check that every rank holds the same rule state and θ.
     """
@@ -225,22 +228,24 @@ class TrainingLoop:
             return self._maybe_checkpoint(result)
         inputs, targets = (None, None) if batch is None else batch
         self.optimizer.zero_grad(set_to_none=True)
-        hook, acc = None, None
+        hook, acc, own = None, None, None
         if self.on_micro_batch is not None:
             def hook(j, k, _t=t):
                 self.on_micro_batch(_t, j, k)
         if not self.context.is_distributed and inputs is not None and self.accumulator.is_single(int(inputs.shape[0])):
             # one micro-batch on one process: a plain backward already gives g_B in .grad
             b = int(inputs.shape[0])
-            loss, sq_norm = self.accumulator.backward_single(inputs, targets)
-            trace_cov = math.nan
+            own = getattr(self.debiased, "backward", None)     # it records its own statistics
+            loss, sq_norm = self.accumulator.backward_single(inputs, targets, backward=own)
+            trace_cov = None
             if hook is not None:
                 hook(0, 1)
         else:
             acc = all_reduce_accumulated(self.accumulator.accumulate(inputs, targets, on_micro_batch=hook),
                                          self.context)
             b = acc.samples
-            loss, sq_norm, trace_cov = acc.loss_mean(b), acc.sq_norm(b), acc.trace_cov()
+            loss, sq_norm = acc.loss_mean(b), acc.sq_norm(b)
+            trace_cov = acc.trace_cov() if acc.micro_batches >= 2 else None
         grad_norm = math.sqrt(sq_norm) if math.isfinite(sq_norm) else math.nan
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
@@ -248,7 +253,7 @@ class TrainingLoop:
             return result if result.rolled_back else self._maybe_checkpoint(result)
         if acc is not None:
             acc.write_grad(self.accumulator.params, b)
-        if self.debiased is not None:
+        if self.debiased is not None and own is None:
             self.debiased.update(sq_norm, trace_cov, b)
         if self.scheduler.check_order == "before_update":
             event = self.scheduler.before_update(loss=loss, samples=b)

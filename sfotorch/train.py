@@ -356,6 +356,7 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
     from .loop import TrainingLoop
     from .models import build_model
     from .monitors import DebiasedMonitor, ExactMonitor, SubsampledMonitor
+    from .monitors.per_sample_norms import unsupported_modules
     from .sampler import ResizableLoader
     from .scheduler import StageScheduler
 
@@ -396,9 +397,15 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
                                     micro_batches=mon["micro_batches"], batch_size=mon["batch_size"], device=device,
                                     transform=transform)
     else:
-        monitor = DebiasedMonitor(model, loss_fn, micro_batches=mon["micro_batches"],
+        source = mon["variance_source"]
+        if source == "auto":
+            model.train()
+            supported = not unsupported_modules(model, [p for p in model.parameters() if p.requires_grad])
+            source = "per_sample_norms" if supported else "micro_batches"
+        r = mon["stats_every"] or min(10, cfg["schedule"]["tau"] or 10)
+        monitor = DebiasedMonitor(model, loss_fn, micro_batches=mon["micro_batches"], variance_source=source,
                                   beta=mon["beta"] or None, population=n, confidence=mon["confidence"],
-                                  stats_every=mon["stats_every"])
+                                  stats_every=r, stats_phase=r - 1, plain_step_norms=False)
         debiased = monitor
     monitor = _TimedMonitor(monitor)
     loader = ResizableLoader(_BatchView(train_data, device), batch_size=cfg["schedule"]["b0"], seed=seed,
@@ -416,7 +423,7 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
                                        transform=transform)
     rollback = train_cfg["on_nonfinite"] == "rollback"
     loop = TrainingLoop(model, optimizer, scheduler, loader, loss_fn, max_micro_batch=cap,
-                        min_micro_batches=mon["micro_batches"] if debiased is not None else 1, device=device,
+                        device=device,
                         transform=transform, checkpoint_path=checkpoint_path,
                         checkpoint_every=cfg["run"]["checkpoint_every"] if rollback else 0,
                         on_nonfinite=train_cfg["on_nonfinite"], debiased=debiased, log=log)

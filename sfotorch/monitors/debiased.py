@@ -82,6 +82,10 @@ gradient accumulation does) and adds to ``.grad`` the gradient one big backward 
 train mode each micro-batch is normalised with its own statistics and the running buffers are
 updated k times, as with gradient accumulation; ``.grad`` then differs from the big-batch one.
 ``cost`` = 0: no gradient is computed that training did not need.
+:class:`~sfotorch.loop.TrainingLoop` (and so ``sfo train``) does this itself when given the
+monitor as ``debiased``: a batch of one micro-batch runs through :meth:`backward`; a batch that
+is split into micro-batches anyway (b > c, or several ranks) feeds :meth:`update` the tr Σ̂ of
+those micro-batches, on every step, for free.
 """
 
 from __future__ import annotations
@@ -175,16 +179,16 @@ class DebiasedMonitor(GradientNormMonitor):
         b = int(inputs.shape[0])
         if b != int(targets.shape[0]):
             fail("targets", where, f"as many rows as inputs (b = {b})", f"{int(targets.shape[0])} rows")
-        with_stats = self.steps_seen % self.stats_every == self.stats_phase
+        with_stats = self.wants_statistics()
         if with_stats and self.variance_source != "micro_batches" and micro_batches is not None:
             fail("micro_batches", where, f"None with variance_source={self.variance_source!r} (k = b)", micro_batches)
         if with_stats and b < 2:
             fail("inputs", where, "a batch of at least 2 samples (tr Σ̂ needs two)", f"a batch of {b}")
-        self.steps_seen += 1
         if not with_stats and not self.plain_step_norms:
             with torch.enable_grad():               # exactly the user's backward, nothing recorded
                 loss = self.loss_fn(self.model(inputs), targets)
                 loss.backward()
+            self.steps_seen += 1
             self._count(b)
             return loss.detach()
         if self._norms is not None and with_stats:
@@ -250,12 +254,19 @@ class DebiasedMonitor(GradientNormMonitor):
         self._stats["samples"] += b
         self._stats["steps"] += 1
 
+    def wants_statistics(self) -> bool:
+        """Whether the coming step is one of the statistics steps (t mod stats_every = stats_phase)."""
+        return self.steps_seen % self.stats_every == self.stats_phase
+
     def update(self, batch_sq_norm: float, trace_cov: float | None, batch_size: int) -> None:
         """Record one step's ‖g_B‖², tr Σ̂ (None on a step without statistics) and b.
 
-        Public so that statistics gathered elsewhere (e.g. reduced across ranks) can be fed in.
+        Public so that statistics gathered elsewhere (e.g. micro-batches of a split batch, reduced
+        across ranks: :class:`~sfotorch.loop.TrainingLoop`) can be fed in; every call is one step
+        (it advances the ``stats_every`` phase, as :meth:`backward` does).
         """
         b = check_count(batch_size, "batch_size", "DebiasedMonitor.update", low=1)
+        self.steps_seen += 1
         c = 1.0 if self.population is None else max(0.0, 1.0 - b / self.population)
         values = [batch_sq_norm] + ([] if trace_cov is None else [trace_cov])
         if not all(math.isfinite(v) for v in values):

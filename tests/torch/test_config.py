@@ -157,3 +157,13 @@ def test_show_config_prints_the_resolved_configuration(tmp_path, capsys):
     assert load_config_text(out)["schedule"]["tau"] == 7
     assert main(["train", "--keys"]) == 0
     assert "schedule.tau" in capsys.readouterr().out
+
+
+def test_a_debiased_window_without_a_statistics_step_is_refused():
+    cfg = load_config_text(MINIMAL)
+    tau = cfg["schedule"]["tau"]
+    with pytest.raises(ParameterError) as err:
+        apply_overrides(cfg, ["monitor.kind=debiased", f"monitor.stats_every={tau + 1}"])
+    for w in ("'monitor.stats_every'", f"schedule.tau = {tau}", f"stats_every={tau + 1}", "statistics step"):
+        assert w in str(err.value), (w, str(err.value))
+    assert apply_overrides(cfg, ["monitor.kind=debiased", f"monitor.stats_every={tau}"])["monitor"]["stats_every"] == tau

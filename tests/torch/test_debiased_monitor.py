@@ -263,3 +263,57 @@ def test_refusals_name_the_parameter_and_the_module():
         DebiasedMonitor(nn.Linear(2, 2), nn.MSELoss(), decision="lower")
     with pytest.raises(ParameterError, match="stats_phase=3"):
         DebiasedMonitor(nn.Linear(2, 2), nn.MSELoss(), stats_every=3, stats_phase=3)
+
+
+# -- inside the TrainingLoop ---------------------------------------------------------------------------
+
+def _loop_run(cap, monitor_kwargs, steps=12, b=6):
+    """A TrainingLoop on an MLP with a DebiasedMonitor (the scheduler measures with it every 4 steps)."""
+    from sfotorch.loop import TrainingLoop
+    from sfotorch.sampler import ResizableLoader
+    from sfotorch.scheduler import StageScheduler
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=b, seed=1)
+    if monitor_kwargs is None:                      # the reference: no debiased monitor, the exact one
+        from sfotorch.monitors import ExactMonitor
+        mon, debiased = ExactMonitor(model, (x, y), loss_fn), None
+    else:
+        mon = debiased = DebiasedMonitor(model, loss_fn, population=48, **monitor_kwargs)
+    sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=mon, b0=b, eta0=0.1, eps0=1e-9,
+                           delta=2, gamma=1.2, tau=4, b_max=b)
+    loop = TrainingLoop(model, opt, sched, loader, loss_fn, max_micro_batch=cap, debiased=debiased)
+    log = []
+    sched._log = log
+    results = loop.run(max_steps=steps)
+    return model, mon, sched, results, log
+
+
+def test_the_loop_runs_the_monitors_own_backward_on_a_batch_of_one_micro_batch():
+    """b ≤ c on one process: the loop calls DebiasedMonitor.backward, so the hooks run on the statistics
+    steps only (phase 3 of 4: the check steps), every check has a finite estimate at no SFO, and θ
+    equals that of a loop without the debiased monitor, bit for bit (the hooks only read)."""
+    kwargs = {"variance_source": "per_sample_norms", "stats_every": 4, "stats_phase": 3, "plain_step_norms": False}
+    model, mon, sched, results, log = _loop_run(cap=64, monitor_kwargs=kwargs)
+    checks = [r for r in log if r["check"]]
+    assert len(checks) == 3 and all(math.isfinite(r["norm"]) and r["monitor"] == "debiased" for r in checks)
+    assert int(sched.state.check_samples) == 0 and mon.steps_seen == 12
+    plain, *_ = _loop_run(cap=64, monitor_kwargs=None)
+    for p, q in zip(model.parameters(), plain.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_a_batch_split_into_micro_batches_feeds_the_monitor_the_free_statistics():
+    """b > c: the loop's float64 micro-batch sums give tr Σ̂ on every step; the monitor's estimate
+    equals the one its own micro-batch backward (k = 3, same split) gives on the same run."""
+    model, mon, sched, results, log = _loop_run(cap=2, monitor_kwargs={"micro_batches": 3})
+    own, mon_own, sched_own, *_ , log_own = _loop_run(cap=64, monitor_kwargs={"micro_batches": 3})
+    assert mon.steps_seen == mon_own.steps_seen == 12
+    got = [r["norm"] for r in log if r["check"]]
+    ref = [r["norm"] for r in log_own if r["check"]]
+    assert len(got) == 3 and got == pytest.approx(ref, rel=1e-5)
