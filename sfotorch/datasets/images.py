@@ -184,10 +184,13 @@ class ImageDataset(torch.utils.data.Dataset):
                  cls=ParameterTypeError)
         if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
             fail("index", where, "a 1-D integer tensor", f"tensor(dtype={idx.dtype}, shape={tuple(idx.shape)})")
-        idx = idx.to(device=self.images.device, dtype=torch.int64)
+        idx = idx.to(dtype=torch.int64)
+        # the range check where the index already is (the host, for the sampler's indices): on a GPU
+        # it would cost two device→host syncs per batch
         if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
             fail("index", where, f"in [-{n}, {n})", (int(idx.min()), int(idx.max())))
-        return torch.where(idx < 0, idx + n, idx)
+        idx = torch.where(idx < 0, idx + n, idx)
+        return idx.to(self.images.device, non_blocking=True)
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise a uint8 batch (B, C, H, W) on its device: (u / 255 − mean) / std, float32."""

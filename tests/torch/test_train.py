@@ -249,3 +249,41 @@ def test_tensorboard_on_without_the_package_is_refused(config_file, tmp_path):
     cfg = apply_overrides(load_config(config_file), ["run.tensorboard=on"])
     with pytest.raises(Exception, match="'run.tensorboard'.*not installed"):
         train(cfg, out_dir=str(tmp_path / "tb"))
+
+
+def test_compile_with_the_eager_backend_runs_through_stage_changes_and_changes_no_number(
+        config_file, tmp_path, capsys):
+    # backend "eager": dynamo traces the model but no C compiler is needed (inductor would need one),
+    # so this exercises sfo train's compile path on CPU in a second or two. The schedule of config_file
+    # (eps0 = 10 above any norm, tau = 2) moves b 4 → 8 → 16, so dynamo sees three training batch
+    # sizes, plus the monitor's and the evaluation's batches in eval mode.
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    common = ["--config", str(config_file), "--quiet", "--device", "cpu"]
+    assert main(["train", *common, "--out", str(tmp_path / "plain")]) == 0
+    torch._dynamo.reset()
+    counters.clear()
+    assert main(["train", *common, "--out", str(tmp_path / "compiled"),
+                 "--set", "run.compile=true", "--set", 'run.compile_backend="eager"']) == 0
+    capsys.readouterr()
+    assert counters["stats"]["unique_graphs"] >= 2            # dynamo traced the model (no silent eager fallback)
+    log = read_log(tmp_path / "compiled" / "seed0" / "log.jsonl")
+    assert log[0]["kind"] == "start" and log[0]["compile"] is True and log[0]["device"] == "cpu"
+    assert log[-1]["kind"] == "end" and log[-1]["status"] == "finished"
+    checks = [r for r in log if r["kind"] == "check"]
+    assert [(r["b"], r["b_next"]) for r in checks] == [(4, 8), (8, 16), (16, 16)]
+    assert [r["stage_next"] for r in checks] == [1, 2, 2]
+    evals = [r for r in log if r["kind"] == "eval"]
+    assert evals and all(math.isfinite(r["test_loss"]) and math.isfinite(r["train_loss"]) for r in evals)
+    assert all(math.isfinite(r["norm"]) for r in checks)
+    summary = rows(tmp_path / "compiled" / "seed0" / "summary.csv")[0]
+    assert summary["status"] == "finished" and int(summary["final_b"]) == 16
+    # the eager backend runs the traced graph op by op: every logged number equals the uncompiled run's,
+    # and the checkpoint holds the same parameters under the same names (no '_orig_mod.' prefix)
+    plain = read_log(tmp_path / "plain" / "seed0" / "log.jsonl")
+    assert _deterministic(log) == _deterministic(plain)
+    compiled_state = read_checkpoint(tmp_path / "compiled" / "seed0" / "checkpoint.pt")["model"]
+    plain_state = read_checkpoint(tmp_path / "plain" / "seed0" / "checkpoint.pt")["model"]
+    assert list(compiled_state) == list(plain_state)
+    assert all(torch.equal(compiled_state[k], plain_state[k]) for k in plain_state)
