@@ -16,8 +16,9 @@ that each decision ‖∇f‖ ≤ ε_m can be compared with the exact one.
 
 Monitors (``DRIVERS``): ``exact``; the old debiased configurations (micro-batches k = 4 on every
 step; on one step in 5); the new ones (per-sample-norm hooks inside the one backward on one step in
-r, nothing on the others; ``-ucb``: the stage advances on the one-sided upper confidence bound);
-subsampled (fresh subsets of s).
+r = 10, nothing on the others; ``ucb``: the stage advances on the one-sided upper confidence bound;
+``r=1``: hooks on every step, the most information the training batches hold); subsampled (fresh
+subsets of s).
 
 Outputs, per monitor: training and measurement SFO, per-check agreement with the exact decision,
 and for every transition its lag in check intervals behind the exact decision: ``k ≥ 0`` = k checks
@@ -28,7 +29,11 @@ check interval" means every lag is in {−1, 0, 1}. Extra wall time of a debiase
 replay of the run's (b_t, η_t) sequence on the same batches, alternating step by step a plain
 ``loss.backward()`` loop and a ``monitor.backward`` loop (+ ``measure()`` at the checks) so that
 machine load hits both alike; repeated, median (and range) of monitored/plain − 1. Last, the cost
-of one statistics step per source at b = 8, 32, 128 against a plain backward.
+of one statistics step per source at b = 8, 32, 128 against a plain backward. And per debiased
+monitor, the information in a check interval: the standard error se of its window estimate of
+‖∇f‖² relative to ε_m² at each check, and how many statistics steps a window would need for
+se = ε_m²/2 (``print_feasibility``) — when that exceeds τ, no statistics rate makes the exact
+monitor's decision reliably from the training batches of one interval.
 
 Run: ``python benchmarks/bench_monitors.py [--quick] [--models mlp,cnn] [--data generated|fashion_mnist]``
 (``--quick``: a third of the training budget, one replay repeat, no subsampled monitor; a few minutes).
@@ -69,7 +74,7 @@ CONFIG = {
 }
 # the CNN is ~30× the MLP's cost per sample on one CPU thread: a smaller set and budget
 MODEL_CONFIG = {"mlp": {}, "cnn": {"n": 3000, "train_sfo": 45_000, "b_max": 256}}
-DRIVERS = ("exact", "debiased k=4", "debiased k=4 r=5", "psn r=10", "psn r=10 ucb", "subsampled fresh")
+DRIVERS = ("exact", "debiased k=4", "debiased k=4 r=5", "psn r=10", "psn r=10 ucb", "psn r=1", "subsampled fresh")
 
 
 # -- data, model, sampling ----------------------------------------------------------------------------
@@ -125,7 +130,7 @@ def make_debiased(driver, model, loss_fn, cfg):
         return DebiasedMonitor(model, loss_fn, micro_batches=cfg["micro_batches"], population=cfg["n"],
                                stats_every=r)
     if driver.startswith("psn"):
-        r = cfg["stats_every"]
+        r = int(driver.split("r=")[1].split()[0])
         return DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=cfg["n"],
                                stats_every=r, stats_phase=r - 1, plain_step_norms=False,
                                decision="upper" if driver.endswith("ucb") else "estimate",
@@ -181,7 +186,8 @@ def run(driver, cfg, x, y, model_kind):
             ref = m if driver == "exact" else exact.measure()
             eps = float(state.threshold)
             checks.append({"stage": int(state.stage), "eps": eps, "norm": m.norm, "exact": ref.norm,
-                           "agree": (m.norm <= eps) == (ref.norm <= eps), "clamped": m.clamped})
+                           "agree": (m.norm <= eps) == (ref.norm <= eps), "clamped": m.clamped,
+                           "se": m.extra.get("sq_norm_se"), "stats_steps": m.extra.get("stats_steps")})
         old_stage = int(state.stage)
         snapshot = None
         if norm is not None and norm <= checks[-1]["eps"] and checks[-1]["exact"] > checks[-1]["eps"]:
@@ -322,7 +328,37 @@ def bench_model(kind, args, base_cfg):
             wall = f"meas/train {r['t_measure'] / r['t_train']:.2f}"
         print(f"{r['driver']:18} {st.check_samples / st.samples:14.3f} {wall:>22} {len(ch):6d} {agree:6.1%} "
               f"{sum(c['clamped'] for c in ch):7d} {st.stage:5d} {r['final_norm']:10.4f}  {lags(r, cfg)}")
+    print_feasibility(results, cfg)
     return cfg, x, y
+
+
+def print_feasibility(results, cfg):
+    r"""How much information one check interval of training batches holds, per debiased monitor.
+
+    At each check with a finite standard error se of the window estimate ū of ‖∇f‖² (from N_s
+    statistics steps): se/ε_m², and the statistics steps a window would need for se = ε_m²/2 — a
+    decision that is wrong by more than half the threshold's square only at ~2σ — assuming se ∝
+    1/√N_s: N_s (2 se/ε_m²)². Compared with τ (statistics on every step of the window), this says
+    whether any statistics rate can make the same decisions as the exact monitor at that check.
+    """
+    rows = []
+    for r in results:
+        pts = [(c["se"] / c["eps"] ** 2, c["stats_steps"] * (2 * c["se"] / c["eps"] ** 2) ** 2)
+               for c in r["checks"] if c.get("se") is not None and np.isfinite(c["se"]) and c.get("stats_steps")]
+        if pts:
+            rows.append((r["driver"], pts))
+    if not rows:
+        return
+    print(f"\n## information per check interval (tau = {cfg['tau']} steps): se of the window's ‖∇f‖² estimate "
+          f"relative to eps_m², and the statistics steps a window would need for se = eps_m²/2")
+    print(f"{'monitor':18} {'checks':>6} {'se/eps² median':>15} {'[10%, 90%]':>16} {'needed N_s median':>18} "
+          f"{'checks with N_s <= tau':>23}")
+    for driver, pts in rows:
+        rel = np.array([p[0] for p in pts])
+        need = np.array([p[1] for p in pts])
+        q = np.quantile(rel, [0.1, 0.9])
+        print(f"{driver:18} {len(pts):6d} {np.median(rel):15.2f} {f'[{q[0]:.2f}, {q[1]:.2f}]':>16} "
+              f"{np.median(need):18.0f} {np.mean(need <= cfg['tau']):23.0%}")
 
 
 def main():
