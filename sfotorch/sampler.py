@@ -218,8 +218,13 @@ class ResizableLoader:
     multiprocessing_context, timeout : as in :class:`torch.utils.data.DataLoader`. ``collate_fn``
         must return tensors, numpy arrays, or (nested) tuples, lists or dicts of them, so that a
         collated chunk can be sliced along its first axis.
-    chunk_size : c, the samples per worker fetch (default 64 with workers). With
-        ``num_workers=0`` batches are fetched directly unless ``chunk_size`` is given.
+    chunk_size : c, the samples per worker fetch (default 512 with workers). With
+        ``num_workers=0`` batches are fetched directly unless ``chunk_size`` is given. Each fetch
+        has a fixed cost (a worker round trip: ~1.1 ms on the 2-core CPU of our benchmarks,
+        whatever c), so c should be at least the batch sizes the run reaches: measured per batch
+        of b = 128 with 2 workers, c = 64: 2.16 ms, 256: 1.15, 1024: 0.56 (a DataLoader of
+        batches: 1.29). Prefetched memory is ``prefetch_factor × num_workers × c`` samples: lower
+        c for large samples.
 
     Worker RNGs are seeded from (seed, epoch, position at which the iteration started) — with
     ``persistent_workers`` from the first iteration — not from the global RNG, which this class
@@ -248,7 +253,7 @@ class ResizableLoader:
         if chunk_size is not None:
             chunk_size = check_integer(chunk_size, "chunk_size", where, minimum=1)
         self._direct = self.num_workers == 0 and chunk_size is None
-        self.chunk_size = chunk_size if chunk_size is not None else 64
+        self.chunk_size = chunk_size if chunk_size is not None else 512
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         self._batch_size = self._check_batch_size(batch_size)
         self.epoch = 0
