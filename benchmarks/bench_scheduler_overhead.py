@@ -64,15 +64,21 @@ def make_model(width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
 
 
+def train_step(model, opt, batch, loss_fn, scheduler=None) -> None:
+    """One ordinary step; with a scheduler, ``scheduler.step(loss=…)`` after ``opt.step()``."""
+    xb, yb = batch
+    opt.zero_grad()
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    opt.step()
+    if scheduler is not None:
+        scheduler.step(loss=loss)
+
+
 def train_epoch(model, opt, loader, loss_fn, scheduler=None) -> tuple[float, float]:
     t0, c0 = time.perf_counter(), time.process_time()
-    for xb, yb in loader:
-        opt.zero_grad()
-        loss = loss_fn(model(xb), yb)
-        loss.backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step(loss=loss)
+    for batch in loader:
+        train_step(model, opt, batch, loss_fn, scheduler)
     return time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -149,13 +155,7 @@ def main(argv=None) -> float:
                 pair.reverse()
             for name, model, opt, it, s_ in pair:
                 t0 = time.perf_counter()
-                xb, yb = next(it)
-                opt.zero_grad()
-                loss = loss_fn(model(xb), yb)
-                loss.backward()
-                opt.step()
-                if s_ is not None:
-                    s_.step(loss=loss)
+                train_step(model, opt, next(it), loss_fn, s_)
                 (plain_t if name == "plain" else sfo_t).append(time.perf_counter() - t0)
         for it in (plain_it, sfo_it):          # end both epochs (the resizable loader's epoch counter)
             for _ in it:
