@@ -35,8 +35,11 @@ monitor, the information in a check interval: the standard error se of its windo
 se = ε_m²/2 (``print_feasibility``) — when that exceeds τ, no statistics rate makes the exact
 monitor's decision reliably from the training batches of one interval.
 
-Run: ``python benchmarks/bench_monitors.py [--quick] [--models mlp,cnn] [--data generated|fashion_mnist]``
+Run: ``python benchmarks/bench_monitors.py [--quick] [--models mlp,cnn] [--data generated|fashion_mnist]
+[--tau 50] [--stats-every 10] [--train-sfo N]``
 (``--quick``: a third of the training budget, one replay repeat, no subsampled monitor; a few minutes).
+The default τ = 50 keeps the runs short; the paper's configurations check every τ = 1000 steps,
+where a window holds 20× the statistics steps (``--tau 1000 --stats-every 25``).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ CONFIG = {
 }
 # the CNN is ~30× the MLP's cost per sample on one CPU thread: a smaller set and budget
 MODEL_CONFIG = {"mlp": {}, "cnn": {"n": 3000, "train_sfo": 45_000, "b_max": 256}}
-DRIVERS = ("exact", "debiased k=4", "debiased k=4 r=5", "psn r=10", "psn r=10 ucb", "psn r=1", "subsampled fresh")
+DRIVERS = ("exact", "debiased k=4", "debiased k=4 r=5", "psn r={r}", "psn r={r} ucb", "psn r=1", "subsampled fresh")
 
 
 # -- data, model, sampling ----------------------------------------------------------------------------
@@ -296,11 +299,14 @@ def source_timing(model_kind, cfg, x, y, batch_sizes=(8, 32, 128), reps=40):
 
 def bench_model(kind, args, base_cfg):
     cfg = {**base_cfg, **MODEL_CONFIG[kind]}
+    if args.train_sfo is not None:
+        cfg["train_sfo"] = args.train_sfo
     if args.quick:
         cfg["train_sfo"] //= 3
         cfg["replays"] = 1
     x, y = make_data(cfg, args.data)
-    drivers = [d for d in DRIVERS if not (args.quick and d.startswith("subsampled"))]
+    drivers = [d.format(r=cfg["stats_every"]) for d in DRIVERS if not (args.quick and d.startswith("subsampled"))]
+    drivers = list(dict.fromkeys(drivers))          # --stats-every 1: "psn r=1" once
     print(f"\n# model={kind} data={args.data} threads={args.threads} config={cfg}", flush=True)
     results = []
     for d in drivers:
@@ -369,9 +375,18 @@ def main():
                         help="a third of the training budget, one replay, no subsampled monitor")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings on a shared CPU)")
     parser.add_argument("--skip-runs", action="store_true", help="only the tr Σ̂ source timing")
+    parser.add_argument("--tau", type=int, default=None, help=f"check interval τ (default {CONFIG['tau']})")
+    parser.add_argument("--stats-every", type=int, default=None,
+                        help=f"r of the psn monitors (default {CONFIG['stats_every']})")
+    parser.add_argument("--train-sfo", type=int, default=None, help="training samples per run (default per model)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base_cfg = dict(CONFIG)
+    for key, value in (("tau", args.tau), ("stats_every", args.stats_every)):
+        if value is not None:
+            if value < 1:
+                parser.error(f"--{key.replace('_', '-')}: an integer >= 1, got {value}")
+            base_cfg[key] = value
     if args.data == "fashion_mnist":
         base_cfg["eps0"] = 0.5
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
