@@ -56,16 +56,19 @@ of ‖∇f(θ_t)‖² over the window, not to the last θ_t: it lags by about ha
 ``sq_norm`` is the weighted mean ū; a negative ū is clamped to 0 and reported (``clamped``, and
 :attr:`DebiasedMonitor.clamped_count`).
 
-**What one check interval can tell** (measured, ``benchmarks/bench_monitors.py``, τ = 50, hooks on
-one step in 10). The window's standard error is set by the batch noise, se² ≈ 2 tr(Σ²)/(N_s b(b−1)),
+**What one check interval can tell** (measured, ``benchmarks/bench_monitors.py``; first τ = 50,
+hooks on one step in 10, ``docs/results/bench_monitors.txt``). The window's standard error is set by the batch noise, se² ≈ 2 tr(Σ²)/(N_s b(b−1)),
 while the schedule puts ε_m² near SGD's noise floor, where ‖∇f‖² ≪ tr Σ/b. On the MLP task
 (b = 8 → 1024) se/ε_m² had a median of 4.3 (1.6 with hooks on every step), and a window would have
 needed a median of ~370–480 statistics steps for se = ε_m²/2 — more than τ: there no statistics rate
 lets the training batches of one interval reproduce the exact decision, and the early stages
 advanced early (lags of −1 to beyond −4 checks; the later stages within one check). On the small
 CNN task (b = 8 → 256) the same monitor took both transitions at the exact monitor's checks (lags
-0, 0; 100% equal decisions) for +5.7% wall. When the decisions must match at small b, measure:
-the subsampled monitor (:mod:`sfotorch.monitors.subsampled`) is the cheap way.
+0, 0; 100% equal decisions) for +5.7% wall. At the paper's τ = 1000 a window holds 20× the
+steps: on the MLP task with hooks on one step in 25, se/ε_m² had a median of 0.76, all six
+transitions came at the exact monitor's checks (100% equal decisions) and the wall time grew by
+4.5% (``docs/results/bench_monitors_tau1000.txt``). With a short τ and small b, when the decisions
+must match, measure: the subsampled monitor (:mod:`sfotorch.monitors.subsampled`) is the cheap way.
 
 **Uncertainty and the decision.** se is the standard error of ū: from the spread of the u_t of
 the statistics steps and their effective number W²/Σw² when ū is their mean; when plain-step norms
