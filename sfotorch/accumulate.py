@@ -133,6 +133,18 @@ def summed_gradient(model: nn.Module, params, loss_fn, reduction: str, inputs, t
     return out, loss.detach()
 
 
+def _total_norm(grads: list[torch.Tensor]) -> float:
+    """‖(g_1, …, g_k)‖₂ of tensors of one device and dtype: one fused per-tensor norm and one norm of
+    those — what :func:`torch.nn.utils.get_total_norm` computes, without its per-call grouping of the
+    tensors by device and dtype (measured ~10 µs of a step at b = 8). Other inputs go to it."""
+    if not grads:
+        return 0.0
+    first = grads[0]
+    if any(g.device != first.device or g.dtype != first.dtype for g in grads):
+        return float(torch.nn.utils.get_total_norm(grads))
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+
+
 @dataclass
 class AccumulatedGradient:
     r"""Sums over the samples one process has seen in a step, all in float64.
@@ -294,8 +306,9 @@ class GradientAccumulator:
         return acc
 
     def is_single(self, batch_size: int) -> bool:
-        """Whether a batch of ``batch_size`` rows runs as one micro-batch (b ≤ c, no forced split)."""
-        return len(micro_batch_sizes(batch_size, self.max_micro_batch, self.min_micro_batches)) == 1
+        """Whether a batch of ``batch_size`` rows runs as one micro-batch (b ≤ c, no forced split):
+        ``len(micro_batch_sizes(b, c, min_micro_batches)) == 1``, without building the list (once per step)."""
+        return 1 <= batch_size <= self.max_micro_batch and (self.min_micro_batches == 1 or batch_size == 1)
 
     def backward_single(self, inputs, targets, *, backward=None) -> tuple[float, float]:
         r"""The k = 1, D = b case of :meth:`accumulate` + ``write_grad``: one ordinary backward.
@@ -331,13 +344,13 @@ class GradientAccumulator:
                     loss = loss / float(b)
                 loss.backward()
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        norm = _total_norm(grads)
         if backward is not None and sum_reduced:    # that backward added S = b g_B, as a sum-reduced loss does
             with torch.no_grad():
                 for g in grads:
                     g.div_(b)
             norm, loss = norm / b, loss / b
-        return float(torch.as_tensor(loss).detach().to(torch.float64)), norm * norm
+        return float(torch.as_tensor(loss).detach()), norm * norm
 
     def backward(self, inputs, targets, *, denominator: int | None = None) -> torch.Tensor:
         """Replace ``loss_fn(model(inputs), targets).backward()``: add Σ S_j / D to ``.grad``.
