@@ -36,7 +36,7 @@ se = ε_m²/2 (``print_feasibility``) — when that exceeds τ, no statistics ra
 monitor's decision reliably from the training batches of one interval.
 
 Run: ``python benchmarks/bench_monitors.py [--quick] [--models mlp,cnn] [--data generated|fashion_mnist]
-[--tau 50] [--stats-every 10] [--train-sfo N]``
+[--tau 50] [--stats-every 10] [--train-sfo N] [--drivers "exact,psn r=10"]``
 (``--quick``: a third of the training budget, one replay repeat, no subsampled monitor; a few minutes).
 The default τ = 50 keeps the runs short; the paper's configurations check every τ = 1000 steps,
 where a window holds 20× the statistics steps (``--tau 1000 --stats-every 25``).
@@ -307,6 +307,13 @@ def bench_model(kind, args, base_cfg):
     x, y = make_data(cfg, args.data)
     drivers = [d.format(r=cfg["stats_every"]) for d in DRIVERS if not (args.quick and d.startswith("subsampled"))]
     drivers = list(dict.fromkeys(drivers))          # --stats-every 1: "psn r=1" once
+    if args.drivers:
+        wanted = [d.strip() for d in args.drivers.split(",") if d.strip()]
+        unknown = [d for d in wanted if d not in drivers]
+        if unknown or "exact" not in wanted:
+            raise SystemExit(f"--drivers: a comma-separated subset of {drivers} including 'exact' (the reference); "
+                             f"got {args.drivers!r}")
+        drivers = [d for d in drivers if d in wanted]
     print(f"\n# model={kind} data={args.data} threads={args.threads} config={cfg}", flush=True)
     results = []
     for d in drivers:
@@ -379,6 +386,7 @@ def main():
     parser.add_argument("--stats-every", type=int, default=None,
                         help=f"r of the psn monitors (default {CONFIG['stats_every']})")
     parser.add_argument("--train-sfo", type=int, default=None, help="training samples per run (default per model)")
+    parser.add_argument("--drivers", default="", help="comma-separated subset of the monitors (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base_cfg = dict(CONFIG)
