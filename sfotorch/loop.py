@@ -41,7 +41,8 @@ receives one record per loop event: ``nonfinite``, ``skip``, ``rollback``, ``sta
 ``checkpoint``, each with ``step``, ``samples``, ``stage`` and ``event``. The per-check records
 are the scheduler's.
 
-**Resume.** :meth:`TrainingLoop.resume` loads the checkpoint (if there is one) and the next step
+**Resume.** :meth:`TrainingLoop.resume` loads the checkpoint (if there is one), cuts a JSON-lines
+log back to the checkpoint's own record (a byte offset stored in it), and the next step
 continues bit-exactly: a run killed at any moment and resumed ends with the same parameters and
 stage transitions as an uninterrupted one (tested by replay in ``tests/torch/test_checkpoint.py``).
 """
@@ -62,7 +63,7 @@ from .accumulate import GradientAccumulator
 from .checkpoint import load_checkpoint, save_checkpoint, state_digest
 from .distributed import DistributedContext, all_reduce_accumulated, check_ranks_agree
 from .scheduler import NonFiniteError
-from .sfolog import SFOLogWriter
+from .sfolog import SFOLogWriter, truncate_log
 
 __all__ = ["NONFINITE_POLICIES", "DivergedError", "StepResult", "TrainingLoop"]
 
@@ -160,6 +161,7 @@ class TrainingLoop:
         self._rollbacks_since_checkpoint = 0
         self._stop_recorded = False
         self._iterator = None
+        self.checkpoint_extra: dict | None = None
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -169,8 +171,9 @@ class TrainingLoop:
                 "rollbacks": self.rollbacks, "skip_steps": sorted(self.skip_steps)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the counters (a ``log_offset`` key, which :meth:`save` adds, is accepted and ignored)."""
         keys = {"steps", "skipped", "skipped_samples", "rollbacks", "skip_steps"}
-        if not isinstance(state, dict) or set(state) != keys:
+        if not isinstance(state, dict) or set(state) - {"log_offset"} != keys:
             fail("state", "TrainingLoop.load_state_dict", f"a dict with the keys {sorted(keys)}", state)
         self.steps = int(state["steps"])
         self.skipped = int(state["skipped"])
@@ -179,29 +182,56 @@ class TrainingLoop:
         self.skip_steps = {int(s) for s in state["skip_steps"]}
         self._iterator = None
 
-    def save(self, path=None) -> str:
-        """Write a checkpoint of the whole run now (refused if θ is not finite)."""
+    def save(self, path=None, *, extra: dict | None = None) -> str:
+        """Write a checkpoint of the whole run now (refused if θ is not finite).
+
+        ``extra``: plain content saved with it (given back by :meth:`resume` in
+        :attr:`checkpoint_extra`). When the loop's log is a JSON-lines file, the checkpoint also
+        stores the byte offset at which its 'checkpoint' record ends, and :meth:`resume` cuts the
+        file back to it — every record of the replayed steps is then written once (records the
+        scheduler writes into the same file included).
+        """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
             fail("path", "TrainingLoop.save", "given (or checkpoint_path set)", None)
         if self.verify_ranks and self.context.is_distributed:
             check_ranks_agree(self.context, self.scheduler.state_dict()["state"], "the scheduler's rule state")
             check_ranks_agree(self.context, state_digest(self.model.state_dict()), "the model state")
+        loop_state = self.state_dict()
+        record = self._make_record("checkpoint", path=path)
+        line = None
+        if record is not None and isinstance(self._log, SFOLogWriter):
+            line = SFOLogWriter.encode(record)
+            loop_state["log_offset"] = self._log.offset() + len(line)
         save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                        loader=self.loader, loop_state=self.state_dict(), context=self.context)
+                        loader=self.loader, loop_state=loop_state, extra=extra, context=self.context)
         self._rollbacks_since_checkpoint = 0
-        self._record("checkpoint", path=path)
+        if line is not None:
+            self._log.write_line(line)
+        elif record is not None:
+            self._write(record)
         return path
 
-    def resume(self, path=None, **kwargs) -> bool:
-        """Load the checkpoint at ``path`` (default ``checkpoint_path``) if it exists; True if loaded."""
+    def resume(self, path=None, *, cut_log: bool = True, **kwargs) -> bool:
+        """Load the checkpoint at ``path`` (default ``checkpoint_path``) if it exists; True if loaded.
+
+        Its ``extra`` content is in :attr:`checkpoint_extra`; with ``cut_log`` a JSON-lines log is
+        cut back to the checkpoint (see :meth:`save`). A rollback does not cut: the log keeps the
+        divergence and the 'rollback' record, and the replayed steps follow it.
+        """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None or not os.path.exists(path):
             return False
         content = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                   loader=self.loader, context=self.context, **kwargs)
-        if content.get("loop") is not None:
-            self.load_state_dict(content["loop"])
+        loop_state = content.get("loop")
+        if loop_state is not None:
+            self.load_state_dict(loop_state)
+            offset = loop_state.get("log_offset")
+            if cut_log and offset is not None and isinstance(self._log, SFOLogWriter) and self.context.rank == 0:
+                self._log.offset()                    # flush what this writer holds before the cut
+                truncate_log(self._log.path, offset)
+        self.checkpoint_extra = content.get("extra")
         self._iterator = None
         return True
 
@@ -308,7 +338,7 @@ class TrainingLoop:
             skip = self.skip_steps | {t}
             rollbacks = self.rollbacks + 1
             since = self._rollbacks_since_checkpoint + 1
-            self.resume(saved)
+            self.resume(saved, cut_log=False)
             self.skip_steps = skip | self.skip_steps
             self.rollbacks = rollbacks
             self._rollbacks_since_checkpoint = since
@@ -322,13 +352,22 @@ class TrainingLoop:
         raise DivergedError(message + (f"; the last checkpoint {saved!r} is untouched" if saved else ""))
 
     def _record(self, kind: str, **fields) -> None:
+        rec = self._make_record(kind, **fields)
+        if rec is not None:
+            self._write(rec)
+
+    def _make_record(self, kind: str, **fields) -> dict | None:
+        """The loop event as a log record (None when there is no log, or on ranks other than 0)."""
         if self._log is None or self.context.rank != 0:
-            return
+            return None
         st = self.scheduler.state
         rec = {"kind": kind, "step": self.steps, "samples": int(st.samples), "stage": int(st.stage), **fields}
         for k, v in rec.items():
             if isinstance(v, float) and not math.isfinite(v):
                 rec[k] = repr(v)
+        return rec
+
+    def _write(self, rec: dict) -> None:
         if isinstance(self._log, list):
             self._log.append(rec)
         else:

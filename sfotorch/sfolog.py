@@ -38,7 +38,8 @@ from collections.abc import Iterable
 
 from sfotheory.validation import check_choice, check_integer, fail
 
-__all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "log_columns", "log_table", "plot_log", "read_log"]
+__all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "log_columns", "log_table", "plot_log", "read_log",
+           "truncate_log"]
 
 #: The fields of one log record, in order. ``stage``, ``b``, ``eta``, ``eps_m`` are the values the
 #: step ran with (the norm was compared with ``eps_m``); ``*_next`` those after the rule was applied.
@@ -93,7 +94,13 @@ class SFOAccount:
 
 
 class SFOLogWriter:
-    """Appends one JSON object per line to ``path`` (flushed per record; records are per check)."""
+    """Appends one JSON object per line to ``path`` (flushed per record; records are per check).
+
+    The file is opened for appending (O_APPEND), so several writers of one path add whole lines
+    in the order they write them. ``offset()`` is the file's length in bytes after the records so
+    far; a checkpoint stores the offset its last record ends at, and a resume cuts the file back
+    to it (:func:`truncate_log`): the replayed steps then write their records once.
+    """
 
     def __init__(self, path: str | os.PathLike, *, mode: str = "a"):
         check_choice(mode, ("a", "w"), "mode", "SFOLogWriter")
@@ -101,11 +108,27 @@ class SFOLogWriter:
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._file = open(self.path, mode, encoding="utf-8")
+        if mode == "w":
+            open(self.path, "wb").close()
+        self._file = open(self.path, "ab")
+
+    @staticmethod
+    def encode(record: dict) -> bytes:
+        """The record's line as written (UTF-8 JSON and a newline)."""
+        return (json.dumps(record) + "\n").encode("utf-8")
 
     def write(self, record: dict) -> None:
-        self._file.write(json.dumps(record) + "\n")
+        self.write_line(self.encode(record))
+
+    def write_line(self, line: bytes) -> None:
+        """Append a line made by :meth:`encode` (e.g. one whose end offset a checkpoint stored)."""
+        self._file.write(line)
         self._file.flush()
+
+    def offset(self) -> int:
+        """Bytes in the file now (every writer's records included)."""
+        self._file.flush()
+        return os.fstat(self._file.fileno()).st_size
 
     def close(self) -> None:
         self._file.close()
@@ -115,6 +138,28 @@ class SFOLogWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def truncate_log(path: str | os.PathLike, offset: int) -> int:
+    """Cut the log at ``path`` back to its first ``offset`` bytes; return how many records went.
+
+    ``offset`` is one a checkpoint stored (:meth:`SFOLogWriter.offset`); it must fall at the end of
+    a line within the file, else nothing is cut and the error says what was found.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        if offset > 0:
+            fh.seek(offset - 1)
+            at_line_end = fh.read(1) == b"\n"
+        else:
+            at_line_end = True
+        tail = fh.read() if offset <= size else b""
+    if offset > size or not at_line_end:
+        fail("offset", "truncate_log", f"the end of a line of {path} (a file of {size} bytes)", offset,
+             reason="the log was changed after the checkpoint was written")
+    os.truncate(path, offset)
+    return sum(1 for line in tail.splitlines() if line.strip())
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

@@ -23,9 +23,10 @@ spent) are logged apart in every record, with ``epoch`` = training samples / n.
 
 **Order within a step.** ``TrainingLoop.step()`` (which calls the scheduler and so writes the
 'check' record), then the test evaluation if one is due ('eval'), then the checkpoint
-('checkpoint'). A checkpoint at step S is therefore written after every record of step S, so
-``--resume`` keeps the log's records of steps ≤ S, drops the later ones (and a previous 'end'),
-and the replay writes them again: no record is lost or duplicated.
+('checkpoint'). A checkpoint at step S is therefore written after every record of step S; it
+stores the byte offset at which its own 'checkpoint' record ends, so ``--resume`` cuts the log
+back to that offset (dropping the later records and a previous 'end') and the replay writes them
+again: no record is lost or duplicated, also after skipped steps.
 
 **Devices.** ``run.device = "auto"`` picks CUDA when present. On CUDA by default: the forward pass
 under ``torch.autocast(dtype=torch.bfloat16)`` (the loss is computed in float32), channels_last,
@@ -57,7 +58,7 @@ from sfotheory.progress import write_status_line
 from sfotheory.validation import fail
 
 from .config import SCHEMA, config_to_toml, flatten_config, load_config_text, schedule_kwargs
-from .sfolog import SFOLogWriter, read_log
+from .sfolog import SFOLogWriter, read_log, truncate_log
 
 __all__ = ["Components", "Progress", "RunLog", "SUMMARY_FIELDS", "build_components", "evaluate", "format_summary",
            "resolve_device", "train", "train_seed", "versions"]
@@ -209,6 +210,11 @@ class RunLog:
         return time.perf_counter() - self._t0
 
     def write(self, record: dict) -> None:
+        rec = self.prepare(record)
+        self.emit(rec, SFOLogWriter.encode(rec))
+
+    def prepare(self, record: dict) -> dict:
+        """The record as it will be written: ``kind`` (default "check"), ``epoch`` and ``time`` added."""
         if self._writer is None:
             raise RuntimeError(f"RunLog({self.path!r}) written before open()")
         rec = dict(record)
@@ -216,7 +222,15 @@ class RunLog:
         if "samples" in rec and self.n:
             rec.setdefault("epoch", rec["samples"] / self.n)
         rec.setdefault("time", round(self.elapsed(), 3))
-        self._writer.write(rec)
+        return rec
+
+    def offset(self) -> int:
+        """Bytes in the log file now (:meth:`SFOLogWriter.offset`)."""
+        return self._writer.offset()
+
+    def emit(self, rec: dict, line: bytes) -> None:
+        """Write a prepared record (``line`` = its encoding) and pass it on to TensorBoard."""
+        self._writer.write_line(line)
         if rec["kind"] == "check":
             self.last_check = rec
             self.checks_seen += 1
@@ -246,8 +260,16 @@ class RunLog:
             self.tb.close()
 
 
-def _truncate_log(path: str, step: int) -> int:
-    """Keep the records of steps ≤ ``step`` except 'end'; return how many were dropped."""
+def _truncate_log(path: str, step: int, offset: int | None) -> int:
+    """Cut the log back to the checkpoint; return how many records were dropped.
+
+    ``offset`` (stored in checkpoints since session 2): the byte offset at which the checkpoint's
+    own record ends — exact whatever the records' step fields say (the scheduler's records carry
+    the rule's step, which lags the loop's by the skipped steps). Without it (an older
+    checkpoint): keep the records of steps ≤ ``step`` except 'end'.
+    """
+    if offset is not None:
+        return truncate_log(path, offset)
     records = read_log(path)
     kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "end"]
     with open(path, "w", encoding="utf-8") as fh:
@@ -498,7 +520,7 @@ def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, 
             loop.load_state_dict(content["loop"])
         extra.update(content.get("extra") or {})
         start_step = loop.steps
-        dropped = _truncate_log(log_path, start_step) if os.path.exists(log_path) else 0
+        dropped = _truncate_log(log_path, start_step, extra.get("log_offset")) if os.path.exists(log_path) else 0
     tb_dir = _tensorboard_dir(cfg, run_dir)
     log.open(n, mode="a" if resuming else "w", tensorboard_dir=tb_dir,
              purge_step=int(sched.state.samples) if resuming else None, time_offset=extra["time"])
@@ -540,9 +562,15 @@ def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, 
         nonlocal saved_step
         extra["time"] = log.elapsed()
         extra["check_s"] = built.monitor.seconds
+        # the 'checkpoint' record is encoded first, so that the checkpoint can hold the offset where
+        # it will end: --resume cuts the log back to exactly there
+        rec = log.prepare({"kind": "checkpoint", "step": loop.steps, "samples": int(sched.state.samples),
+                           "path": ckpt})
+        line = SFOLogWriter.encode(rec)
+        extra["log_offset"] = log.offset() + len(line)
         save_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=sched, loader=loader,
                         loop_state=loop.state_dict(), extra=dict(extra), context=loop.context)
-        log.write({"kind": "checkpoint", "step": loop.steps, "samples": int(sched.state.samples), "path": ckpt})
+        log.emit(rec, line)
         saved_step = loop.steps
 
     def info() -> dict:

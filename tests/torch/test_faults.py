@@ -20,7 +20,7 @@ N = 60
 SCHEDULE = {"b0": 4, "eta0": 0.1, "eps0": 0.05, "delta": 2, "gamma": 1.2, "tau": 3, "b_max": 32}
 
 
-def build(tmp_path, *, poison_step=None, monitor=None, schedule=None, dropout=0.1, **loop_kwargs):
+def build(tmp_path, *, poison_step=None, monitor=None, schedule=None, dropout=0.1, sched_log=None, **loop_kwargs):
     """A small run; ``poison_step`` t puts a NaN in one sample of step t's batch (epoch 0, b = 4)."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(2)
@@ -37,7 +37,7 @@ def build(tmp_path, *, poison_step=None, monitor=None, schedule=None, dropout=0.
     loss_fn = nn.CrossEntropyLoss()
     if monitor is None:
         monitor = ExactMonitor(model, clean, loss_fn)       # measured on the clean training set
-    sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=monitor,
+    sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=monitor, log=sched_log,
                            **{**SCHEDULE, **(schedule or {})})
     kwargs = {"max_micro_batch": 3, "checkpoint_path": tmp_path / "ckpt.pt", "checkpoint_every": 4, **loop_kwargs}
     loop = TrainingLoop(model, opt, sched, loader, loss_fn, **kwargs)
@@ -213,3 +213,30 @@ def test_the_loop_owns_the_nonfinite_policy_so_a_raising_scheduler_is_refused(tm
     with pytest.raises(ParameterError, match=r"'scheduler' parameter of TrainingLoop must be built with "
                                              r"on_nonfinite='warn'.*Got scheduler=\"on_nonfinite='raise'\""):
         TrainingLoop(model, loop.optimizer, sched, loop.loader, nn.CrossEntropyLoss(), max_micro_batch=3)
+
+
+def test_a_resumed_loop_writes_every_record_of_the_replayed_steps_once_also_after_a_skipped_step(tmp_path):
+    """Scheduler and loop log into one JSON-lines file; step 3 is skipped (so the rule's step count
+    lags the loop's), the run is checkpointed at step 4 and 'crashes' after step 7. Resumed, the
+    file holds exactly the records of an uninterrupted run: the checkpoint stored the byte offset
+    of its own record and the resume cut the file back to it."""
+    from sfotorch.sfolog import read_log
+
+    def run(folder, steps, resume=False):
+        path = folder / "log.jsonl"
+        model, sched, loop = build(folder, poison_step=3, on_nonfinite="skip", sched_log=path, log=path)
+        if resume:
+            assert loop.resume() and loop.steps == 4
+        loop.run(max_steps=steps)
+        sched.close()
+        loop.close()
+        return [{k: v for k, v in r.items() if k != "path"} for r in read_log(path)]   # the folders differ
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = run(tmp_path / "a", 10)
+    run(tmp_path / "b", 7)                  # the check of rule step 6 (loop step 7) follows the checkpoint
+    resumed = run(tmp_path / "b", 10, resume=True)
+    assert resumed == straight
+    kinds = [r.get("kind", "check") for r in straight]
+    assert kinds.count("skip") == 1 and kinds.count("checkpoint") == 2 and kinds.count("check") >= 3

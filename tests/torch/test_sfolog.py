@@ -114,3 +114,25 @@ def test_account_state_round_trip():
     other.load_state_dict(json.loads(json.dumps(acc.state_dict())))
     assert other.per_stage() == acc.per_stage()
     assert other.totals() == {"steps": 2, "checks": 1, "train": 8, "measure": 10, "total": 18}
+
+
+def test_truncate_log_cuts_at_a_stored_line_end_and_refuses_any_other_offset(tmp_path):
+    from sfotheory.validation import ParameterError
+    from sfotorch.sfolog import SFOLogWriter, read_log, truncate_log
+
+    path = tmp_path / "log.jsonl"
+    writer = SFOLogWriter(path, mode="w")
+    writer.write({"step": 1})
+    writer.write({"step": 2})
+    cut = writer.offset()
+    writer.write({"step": 3, "kind": "check"})
+    writer.write({"step": 4})
+    size = writer.offset()
+    for bad in (cut - 1, size + 5):
+        with pytest.raises(ParameterError, match=r"'offset' parameter of truncate_log.*end of a line"):
+            truncate_log(path, bad)
+    assert len(read_log(path)) == 4                       # a refused cut changes nothing
+    assert truncate_log(path, cut) == 2
+    writer.write({"step": 3})                             # the writer appends at the new end
+    writer.close()
+    assert [r["step"] for r in read_log(path)] == [1, 2, 3]
