@@ -133,7 +133,8 @@ class DebiasedMonitor(GradientNormMonitor):
     Parameters
     ----------
     model, loss_fn, reduction : as for :class:`~sfotorch.monitors.exact.ExactMonitor`.
-    micro_batches : default k for :meth:`backward` (2 ≤ k ≤ b; micro-batch source only).
+    micro_batches : default k for :meth:`backward` (k ≥ 2; a shorter batch of b < k samples is split into b;
+        micro-batch source only). A batch of one sample gives no tr Σ̂: it counts as a step without statistics.
     variance_source : ``"micro_batches"``, ``"per_sample"`` (torch.func) or ``"per_sample_norms"``
         (hooks in the one backward; see the module doc for the layers it supports).
     beta : None for the window mean since the last measurement, or the EMA decay in (0, 1).
@@ -193,11 +194,11 @@ class DebiasedMonitor(GradientNormMonitor):
         b = int(inputs.shape[0])
         if b != int(targets.shape[0]):
             fail("targets", where, f"as many rows as inputs (b = {b})", f"{int(targets.shape[0])} rows")
-        with_stats = self.wants_statistics()
+        # a batch of one sample (e.g. the short last batch of an epoch) has no tr Σ̂: on a statistics
+        # step it counts as a step without statistics
+        with_stats = self.wants_statistics() and b >= 2
         if with_stats and self.variance_source != "micro_batches" and micro_batches is not None:
             fail("micro_batches", where, f"None with variance_source={self.variance_source!r} (k = b)", micro_batches)
-        if with_stats and b < 2:
-            fail("inputs", where, "a batch of at least 2 samples (tr Σ̂ needs two)", f"a batch of {b}")
         if not with_stats and not self.plain_step_norms:
             with torch.enable_grad():               # exactly the user's backward, nothing recorded
                 loss = self.loss_fn(self.model(inputs), targets)
@@ -228,7 +229,7 @@ class DebiasedMonitor(GradientNormMonitor):
                 grads, loss_sum = per_sample_gradients(self.model, self.params, self.loss_fn, inputs, targets)
                 mom.add_per_sample(grads)
             else:
-                k = self.micro_batches if micro_batches is None else micro_batches
+                k = min(self.micro_batches, b) if micro_batches is None else micro_batches   # a short batch: k ≤ b
                 k = check_count(k, "micro_batches", where, low=2, high=b,
                                 reason=f"k non-empty micro-batches of the batch of b = {b} samples")
                 loss_sum = None

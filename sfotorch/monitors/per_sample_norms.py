@@ -165,7 +165,10 @@ class PerSampleNorms:
         output.register_hook(lambda delta, mod=mod, a=a, tw=tw, tb=tb: self._backward(mod, a, delta, tw, tb))
 
     def _backward(self, mod, a, delta, tw, tb):
-        delta = delta.detach()
+        # under autocast the layer's input and the gradient of its output can differ in dtype (a
+        # float32 input, a bf16 δ): the norms are taken in float32 (or wider) whatever they are
+        dtype = torch.promote_types(torch.promote_types(a.dtype, delta.dtype), torch.float32)
+        a, delta = a.to(dtype), delta.detach().to(dtype)
         if isinstance(mod, nn.Linear):
             sq = _linear_sq(a, delta, tw, tb)
         elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):

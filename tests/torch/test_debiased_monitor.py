@@ -317,3 +317,68 @@ def test_a_batch_split_into_micro_batches_feeds_the_monitor_the_free_statistics(
     got = [r["norm"] for r in log if r["check"]]
     ref = [r["norm"] for r in log_own if r["check"]]
     assert len(got) == 3 and got == pytest.approx(ref, rel=1e-5)
+
+
+def test_short_batches_on_statistics_steps_are_split_as_far_as_they_go():
+    """The short last batch of an epoch: b = 3 < k = 4 is split into 3 micro-batches, b = 1 counts as a
+    step without statistics (no tr Σ̂ from one sample) instead of stopping the run."""
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(3, 6), torch.randint(0, 3, (3,))
+    mon = DebiasedMonitor(model, nn.CrossEntropyLoss(), micro_batches=4)
+    mon.backward(x, y)
+    mon.backward(x[:1], y[:1])
+    st = mon.state_dict()
+    assert st["steps_seen"] == 2 and st["stats"]["ws"] == 1 and st["stats"]["samples"] == 4
+    assert math.isfinite(mon.measure().sq_norm)
+
+
+def test_a_skipped_non_finite_step_leaves_no_trace_in_the_monitor_on_either_path():
+    """skip policy, a NaN in one sample of step 2: the monitor's state after the run is the same
+    whether the batch ran as one backward (the monitor's own) or as micro-batches (fed by the loop),
+    and no check reads NaN."""
+    from sfotorch.loop import TrainingLoop
+    from sfotorch.sampler import ResizableLoader
+    from sfotorch.scheduler import StageScheduler
+
+    states, norms = [], []
+    for cap in (64, 3):
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+        loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=6, seed=1)
+        x[loader.epoch_order(0)[7], 0] = float("nan")          # step 2's batch
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        mon = DebiasedMonitor(model, nn.CrossEntropyLoss(), micro_batches=2, population=48)
+        sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=mon, b0=6, eta0=0.1, eps0=1e-9,
+                               delta=2, gamma=1.2, tau=4, b_max=6, on_nonfinite="warn")
+        log = []
+        sched._log = log
+        loop = TrainingLoop(model, opt, sched, loader, nn.CrossEntropyLoss(), max_micro_batch=cap, debiased=mon,
+                            on_nonfinite="skip")
+        loop.run(max_steps=9)
+        assert loop.skipped == 1
+        states.append(mon.state_dict())
+        norms.append([r["norm"] for r in log if r["check"]])
+    assert states[0]["steps_seen"] == states[1]["steps_seen"] == 8 and states[0]["nonfinite_count"] == 0
+    assert all(math.isfinite(v) for v in norms[0]) and norms[0] == pytest.approx(norms[1], rel=1e-5)
+
+
+def test_stale_gradients_of_parameters_outside_the_optimizer_do_not_enter_the_step():
+    """Only the head is optimised; the body's .grad from an earlier backward must not leak into ‖g_B‖."""
+    from sfotorch.loop import TrainingLoop
+    from sfotorch.sampler import ResizableLoader
+    from sfotorch.scheduler import StageScheduler
+
+    grads = []
+    for cap in (64, 3):
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.randn(48, 6, generator=g), torch.randint(0, 3, (48,), generator=g)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        opt = torch.optim.SGD(model[2].parameters(), lr=0.1)
+        loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=6, seed=1)
+        sched = StageScheduler(opt, "constant", loader=loader, b0=6, eta0=0.1, on_nonfinite="warn")
+        loop = TrainingLoop(model, opt, sched, loader, nn.CrossEntropyLoss(), max_micro_batch=cap)
+        grads.append([r.grad_norm for r in loop.run(max_steps=5)])
+    assert grads[0] == pytest.approx(grads[1], rel=1e-5)

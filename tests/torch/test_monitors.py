@@ -453,7 +453,6 @@ def _bad_inputs():
         ("variance_source", "variance_source='per_sample'",
          lambda: DebiasedMonitor(bn_cnn().train(), nn.CrossEntropyLoss(), variance_source="per_sample").backward(
              *image_data(n=8))),
-        ("inputs", "a batch of 1", lambda: DebiasedMonitor(model, loss_fn).backward(x[:1], y[:1])),
     ]
 
 

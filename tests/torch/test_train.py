@@ -200,8 +200,11 @@ def test_missing_cifar_is_one_line_naming_where_it_looked(tmp_path, capsys):
     assert str(where / "cifar-100-python") in err and "looked in" in err and "downloaded" in err
 
 
-def test_bf16_autocast_and_channels_last_code_paths_run_on_cpu(config_file, tmp_path):
-    cfg = apply_overrides(load_config(config_file), ["run.amp=bf16", "run.channels_last=on", "train.max_steps=4"])
+@pytest.mark.parametrize("monitor", ["exact", "debiased"])
+def test_bf16_autocast_and_channels_last_code_paths_run_on_cpu(config_file, tmp_path, monitor):
+    # debiased: the per-sample-norm hooks see a float32 layer input and a bf16 output gradient
+    cfg = apply_overrides(load_config(config_file), ["run.amp=bf16", "run.channels_last=on", "train.max_steps=4",
+                                                     f"monitor.kind={monitor}"])
     result = train(cfg, out_dir=str(tmp_path / "bf16"))
     log = read_log(tmp_path / "bf16" / "seed0" / "log.jsonl")
     assert log[0]["amp"] == "bf16" and log[0]["channels_last"] is True
