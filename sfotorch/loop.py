@@ -57,13 +57,13 @@ from dataclasses import dataclass
 import torch
 
 from sfotheory.rule import Event
-from sfotheory.validation import check_choice, check_integer, fail
+from sfotheory.validation import ParameterTypeError, check_choice, check_integer, fail
 
 from .accumulate import GradientAccumulator
 from .checkpoint import load_checkpoint, save_checkpoint, state_digest
 from .distributed import DistributedContext, all_reduce_accumulated, check_ranks_agree
 from .scheduler import NonFiniteError
-from .sfolog import SFOLogWriter, truncate_log
+from .sfolog import SFOLogWriter, rewind_log
 
 __all__ = ["NONFINITE_POLICIES", "DivergedError", "StepResult", "TrainingLoop"]
 
@@ -115,13 +115,15 @@ class TrainingLoop:
         micro-batches on its statistics steps only, a plain backward on the others).
     on_micro_batch : ``f(step, j, k)`` called after micro-batch j of k of step ``step`` (0-based).
     verify_ranks : at each checkpoint, check that every rank holds the same rule state and θ.
+    saver : ``saver()`` writes the periodic checkpoints instead of :meth:`save` (``sfo train``'s,
+        which adds its own content and log offset); rollbacks load ``checkpoint_path`` as usual.
     """
 
     def __init__(self, model, optimizer, scheduler, loader, loss_fn, *, max_micro_batch: int,
                  min_micro_batches: int = 1, reduction: str | None = None, device=None, transform=None,
                  context: DistributedContext | None = None, checkpoint_path=None, checkpoint_every: int = 0,
                  on_nonfinite: str = "stop", max_rollbacks: int = 3, debiased=None, on_micro_batch=None,
-                 log=None, verify_ranks: bool = True):
+                 log=None, verify_ranks: bool = True, saver=None):
         where = "TrainingLoop"
         self.model = model
         self.optimizer = optimizer
@@ -151,6 +153,10 @@ class TrainingLoop:
         self.debiased = debiased
         self.on_micro_batch = on_micro_batch
         self.verify_ranks = bool(verify_ranks)
+        if saver is not None and not callable(saver):
+            fail("saver", where, "None or a callable that writes the checkpoint", type(saver).__name__,
+                 cls=ParameterTypeError)
+        self.saver = saver
         self._log = SFOLogWriter(log) if isinstance(log, (str, os.PathLike)) else log
         # explicit loop state (saved in checkpoints)
         self.steps = 0
@@ -171,9 +177,9 @@ class TrainingLoop:
                 "rollbacks": self.rollbacks, "skip_steps": sorted(self.skip_steps)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the counters (a ``log_offset`` key, which :meth:`save` adds, is accepted and ignored)."""
+        """Restore the counters (the ``log_start``/``log_record`` keys :meth:`save` adds are accepted)."""
         keys = {"steps", "skipped", "skipped_samples", "rollbacks", "skip_steps"}
-        if not isinstance(state, dict) or set(state) - {"log_offset"} != keys:
+        if not isinstance(state, dict) or set(state) - {"log_start", "log_record"} != keys:
             fail("state", "TrainingLoop.load_state_dict", f"a dict with the keys {sorted(keys)}", state)
         self.steps = int(state["steps"])
         self.skipped = int(state["skipped"])
@@ -187,9 +193,10 @@ class TrainingLoop:
 
         ``extra``: plain content saved with it (given back by :meth:`resume` in
         :attr:`checkpoint_extra`). When the loop's log is a JSON-lines file, the checkpoint also
-        stores the byte offset at which its 'checkpoint' record ends, and :meth:`resume` cuts the
-        file back to it — every record of the replayed steps is then written once (records the
-        scheduler writes into the same file included).
+        stores its 'checkpoint' record and the byte offset where it starts, and :meth:`resume`
+        cuts the file back to the end of that record (:func:`~sfotorch.sfolog.rewind_log`) — every
+        record of the replayed steps is then written once (records the scheduler writes into the
+        same file included).
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
@@ -202,7 +209,7 @@ class TrainingLoop:
         line = None
         if record is not None and isinstance(self._log, SFOLogWriter):
             line = SFOLogWriter.encode(record)
-            loop_state["log_offset"] = self._log.offset() + len(line)
+            loop_state["log_start"], loop_state["log_record"] = self._log.offset(), line.decode("utf-8")
         save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         loader=self.loader, loop_state=loop_state, extra=extra, context=self.context)
         self._rollbacks_since_checkpoint = 0
@@ -227,10 +234,10 @@ class TrainingLoop:
         loop_state = content.get("loop")
         if loop_state is not None:
             self.load_state_dict(loop_state)
-            offset = loop_state.get("log_offset")
-            if cut_log and offset is not None and isinstance(self._log, SFOLogWriter) and self.context.rank == 0:
+            start = loop_state.get("log_start")
+            if cut_log and start is not None and isinstance(self._log, SFOLogWriter) and self.context.rank == 0:
                 self._log.offset()                    # flush what this writer holds before the cut
-                truncate_log(self._log.path, offset)
+                rewind_log(self._log.path, start, loop_state["log_record"].encode("utf-8"))
         self.checkpoint_extra = content.get("extra")
         self._iterator = None
         return True
@@ -316,7 +323,11 @@ class TrainingLoop:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             return self._nonfinite(self.steps - 1, result.samples, "parameters", math.nan, result.loss,
                                    result.grad_norm, updated=True)
-        self.save()
+        if self.saver is not None:
+            self.saver()
+            self._rollbacks_since_checkpoint = 0
+        else:
+            self.save()
         return dataclasses.replace(result, checkpointed=True)
 
     # -- faults ----------------------------------------------------------------------------------

@@ -34,12 +34,13 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable
 
 from sfotheory.validation import check_choice, check_integer, fail
 
 __all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "log_columns", "log_table", "plot_log", "read_log",
-           "truncate_log"]
+           "rewind_log", "truncate_log"]
 
 #: The fields of one log record, in order. ``stage``, ``b``, ``eta``, ``eps_m`` are the values the
 #: step ran with (the norm was compared with ``eps_m``); ``*_next`` those after the rule was applied.
@@ -98,8 +99,9 @@ class SFOLogWriter:
 
     The file is opened for appending (O_APPEND), so several writers of one path add whole lines
     in the order they write them. ``offset()`` is the file's length in bytes after the records so
-    far; a checkpoint stores the offset its last record ends at, and a resume cuts the file back
-    to it (:func:`truncate_log`): the replayed steps then write their records once.
+    far; a checkpoint stores the offset at which its own record starts and that record, and a
+    resume cuts the file back to the end of it (:func:`rewind_log`): the replayed steps then write
+    their records once.
     """
 
     def __init__(self, path: str | os.PathLike, *, mode: str = "a"):
@@ -160,6 +162,32 @@ def truncate_log(path: str | os.PathLike, offset: int) -> int:
              reason="the log was changed after the checkpoint was written")
     os.truncate(path, offset)
     return sum(1 for line in tail.splitlines() if line.strip())
+
+
+def rewind_log(path: str | os.PathLike, start: int, line: bytes) -> int | None:
+    """Cut the log back to a checkpoint whose own record ``line`` was written at byte ``start``.
+
+    Returns the number of records dropped after that record. If the process died between writing
+    the checkpoint and its record (the file ends at ``start``), the record is appended and 0 is
+    returned. If the file holds something else there (another or an edited log), nothing is cut:
+    a warning says so and None is returned — a resume never fails on its log.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        fh.seek(max(start - 1, 0))
+        before = fh.read(1) if start > 0 else b"\n"
+        found = fh.read(len(line))
+    if before == b"\n" and found == line:
+        return truncate_log(path, start + len(line))
+    if before == b"\n" and size == start:
+        with open(path, "ab") as fh:
+            fh.write(line)
+        return 0
+    warnings.warn(f"rewind_log: {path} does not hold the checkpoint's record at byte {start} (a file of {size} "
+                  "bytes): the log was not cut, so records of the replayed steps may appear twice",
+                  RuntimeWarning, stacklevel=2)
+    return None
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

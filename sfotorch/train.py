@@ -58,7 +58,7 @@ from sfotheory.progress import write_status_line
 from sfotheory.validation import fail
 
 from .config import SCHEMA, config_to_toml, flatten_config, load_config_text, schedule_kwargs
-from .sfolog import SFOLogWriter, read_log, truncate_log
+from .sfolog import SFOLogWriter, read_log, rewind_log
 
 __all__ = ["Components", "Progress", "RunLog", "SUMMARY_FIELDS", "build_components", "evaluate", "format_summary",
            "resolve_device", "train", "train_seed", "versions"]
@@ -260,16 +260,17 @@ class RunLog:
             self.tb.close()
 
 
-def _truncate_log(path: str, step: int, offset: int | None) -> int:
+def _truncate_log(path: str, step: int, start: int | None, record: str | None) -> int:
     """Cut the log back to the checkpoint; return how many records were dropped.
 
-    ``offset`` (stored in checkpoints since session 2): the byte offset at which the checkpoint's
-    own record ends — exact whatever the records' step fields say (the scheduler's records carry
-    the rule's step, which lags the loop's by the skipped steps). Without it (an older
-    checkpoint): keep the records of steps ≤ ``step`` except 'end'.
+    ``start``, ``record``: the byte offset at which the checkpoint's own record starts and that
+    record, which the checkpoint stores — exact whatever the records' step fields say (the
+    scheduler's records carry the rule's step, which lags the loop's by the skipped steps); see
+    :func:`~sfotorch.sfolog.rewind_log`. Without them (an older checkpoint): keep the records of
+    steps ≤ ``step`` except 'end'.
     """
-    if offset is not None:
-        return truncate_log(path, offset)
+    if start is not None:
+        return rewind_log(path, start, record.encode("utf-8")) or 0
     records = read_log(path)
     kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "end"]
     with open(path, "w", encoding="utf-8") as fh:
@@ -520,7 +521,8 @@ def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, 
             loop.load_state_dict(content["loop"])
         extra.update(content.get("extra") or {})
         start_step = loop.steps
-        dropped = _truncate_log(log_path, start_step, extra.get("log_offset")) if os.path.exists(log_path) else 0
+        dropped = (_truncate_log(log_path, start_step, extra.get("log_start"), extra.get("log_record"))
+                   if os.path.exists(log_path) else 0)
     tb_dir = _tensorboard_dir(cfg, run_dir)
     log.open(n, mode="a" if resuming else "w", tensorboard_dir=tb_dir,
              purge_step=int(sched.state.samples) if resuming else None, time_offset=extra["time"])
@@ -562,12 +564,12 @@ def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, 
         nonlocal saved_step
         extra["time"] = log.elapsed()
         extra["check_s"] = built.monitor.seconds
-        # the 'checkpoint' record is encoded first, so that the checkpoint can hold the offset where
-        # it will end: --resume cuts the log back to exactly there
+        # the 'checkpoint' record is encoded first, so that the checkpoint can hold it and the offset
+        # where it starts: --resume cuts the log back to exactly its end
         rec = log.prepare({"kind": "checkpoint", "step": loop.steps, "samples": int(sched.state.samples),
                            "path": ckpt})
         line = SFOLogWriter.encode(rec)
-        extra["log_offset"] = log.offset() + len(line)
+        extra["log_start"], extra["log_record"] = log.offset(), line.decode("utf-8")
         save_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=sched, loader=loader,
                         loop_state=loop.state_dict(), extra=dict(extra), context=loop.context)
         log.emit(rec, line)
@@ -584,6 +586,8 @@ def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, 
                 "samples_per_s": int(st.samples) / max(log.elapsed() - built.monitor.seconds, 1e-9)}
 
     try:
+        # with rollback the loop checkpoints (it needs them to roll back to), through this save()
+        loop.saver = save
         ckpt_every = cfg["run"]["checkpoint_every"] if cfg["train"]["on_nonfinite"] != "rollback" else 0
         while not sched.stopped:
             if max_steps is not None and loop.steps >= max_steps:

@@ -136,3 +136,31 @@ def test_truncate_log_cuts_at_a_stored_line_end_and_refuses_any_other_offset(tmp
     writer.write({"step": 3})                             # the writer appends at the new end
     writer.close()
     assert [r["step"] for r in read_log(path)] == [1, 2, 3]
+
+
+def test_rewind_log_cuts_after_the_checkpoint_record_restores_a_lost_one_and_leaves_another_file_alone(tmp_path):
+    from sfotorch.sfolog import SFOLogWriter, read_log, rewind_log
+
+    def log_with(tail_records, name):
+        path = tmp_path / name
+        w = SFOLogWriter(path, mode="w")
+        w.write({"step": 1})
+        start, line = w.offset(), SFOLogWriter.encode({"kind": "checkpoint", "step": 2})
+        w.write_line(line)
+        for r in tail_records:
+            w.write(r)
+        w.close()
+        return path, start, line
+
+    path, start, line = log_with([{"step": 3}, {"step": 4}], "after.jsonl")
+    assert rewind_log(path, start, line) == 2 and [r["step"] for r in read_log(path)] == [1, 2]
+    # died after the checkpoint file and before its record: the record is put back
+    lost = tmp_path / "lost.jsonl"
+    lost.write_bytes(path.read_bytes()[:start])
+    assert rewind_log(lost, start, line) == 0 and read_log(lost) == read_log(path)
+    # a log that does not hold that record there is not cut
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(b'{"x": 1}\n' * 10)
+    with pytest.warns(RuntimeWarning, match="was not cut"):
+        assert rewind_log(other, start, line) is None
+    assert len(read_log(other)) == 10

@@ -290,3 +290,16 @@ def test_compile_with_the_eager_backend_runs_through_stage_changes_and_changes_n
     plain_state = read_checkpoint(tmp_path / "plain" / "seed0" / "checkpoint.pt")["model"]
     assert list(compiled_state) == list(plain_state)
     assert all(torch.equal(compiled_state[k], plain_state[k]) for k in plain_state)
+
+
+def test_with_rollback_the_loops_checkpoints_go_through_sfo_trains_save(config_file, tmp_path):
+    """on_nonfinite = rollback: the loop writes the checkpoints (it rolls back to them), through sfo
+    train's save — so they hold the run's own content (time, the log's checkpoint record and offset)
+    and the log has one 'checkpoint' record per checkpoint, none twice at the last step."""
+    cfg = apply_overrides(load_config(config_file), ["train.on_nonfinite=rollback", "run.checkpoint_every=2",
+                                                     "train.max_steps=6"])
+    train(cfg, out_dir=str(tmp_path / "rb"))
+    extra = read_checkpoint(tmp_path / "rb" / "seed0" / "checkpoint.pt")["extra"]
+    assert extra["log_start"] > 0 and '"kind": "checkpoint"' in extra["log_record"] and extra["time"] > 0
+    steps = [r["step"] for r in read_log(tmp_path / "rb" / "seed0" / "log.jsonl") if r["kind"] == "checkpoint"]
+    assert steps == [2, 4, 6]
