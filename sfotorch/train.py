@@ -68,6 +68,11 @@ SUMMARY_FIELDS = ("test_acc", "best_test_acc", "test_loss", "train_loss", "last_
                   "final_eta", "steps", "epochs", "train_samples", "check_samples", "sfo_total", "wall_s",
                   "check_s", "samples_per_s")
 _TABLES_FIXED_ON_RESUME = ("data", "model", "optimizer", "schedule", "monitor")
+#: the [monitor] keys each kind reads: only these are held fixed on --resume (a default of a key the
+#: run's monitor never read, e.g. stats_every for an exact monitor, may change between versions)
+_MONITOR_KEYS = {"exact": ("kind", "batch_size"),
+                 "subsampled": ("kind", "batch_size", "sample_size", "fresh", "bound", "confidence", "micro_batches"),
+                 "debiased": ("kind", "micro_batches", "beta", "confidence", "stats_every", "variance_source")}
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -686,8 +691,11 @@ def _check_resumable(cfg: dict, out_dir: str) -> None:
         return
     with open(path, encoding="utf-8") as fh:
         saved = load_config_text(fh.read(), path)
+    def keys(table):
+        return _MONITOR_KEYS[saved["monitor"]["kind"]] if table == "monitor" else SCHEMA[table]
+
     diffs = {f"{t}.{k}": {"saved": saved[t].get(k), "now": cfg[t].get(k)}
-             for t in _TABLES_FIXED_ON_RESUME for k in SCHEMA[t] if saved[t].get(k) != cfg[t].get(k)}
+             for t in _TABLES_FIXED_ON_RESUME for k in keys(t) if saved[t].get(k) != cfg[t].get(k)}
     if diffs:
         fail("--resume", "sfo train", f"given the configuration the run in {out_dir} was started with "
              f"(tables {', '.join(_TABLES_FIXED_ON_RESUME)} must not change; [run], [train] and [eval] may)",

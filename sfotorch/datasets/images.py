@@ -190,7 +190,8 @@ class ImageDataset(torch.utils.data.Dataset):
         if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
             fail("index", where, f"in [-{n}, {n})", (int(idx.min()), int(idx.max())))
         idx = torch.where(idx < 0, idx + n, idx)
-        return idx.to(self.images.device, non_blocking=True)
+        # non_blocking only host → GPU (a GPU → host copy could be read before it lands)
+        return idx.to(self.images.device, non_blocking=idx.device.type == "cpu")
 
     def to_float(self, images: torch.Tensor) -> torch.Tensor:
         """Normalise a uint8 batch (B, C, H, W) on its device: (u / 255 − mean) / std, float32."""

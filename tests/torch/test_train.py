@@ -160,6 +160,11 @@ def test_resume_refuses_another_schedule_and_a_new_run_refuses_an_old_folder(con
     assert main(["train", "--config", str(config_file), "--out", out, "--resume", "--set", "schedule.b0=8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "schedule.b0" in err and "'saved': 4" in err
+    # a [monitor] key the run's (exact) monitor never reads may differ: the run resumes
+    assert main(["train", "--config", str(config_file), "--out", out, "--resume", "--quiet",
+                 "--set", "monitor.stats_every=1", "--set", "train.max_steps=3"]) == 0
+    assert main(["train", "--config", str(config_file), "--out", out, "--resume", "--set", "monitor.batch_size=8"]) == 2
+    assert "monitor.batch_size" in capsys.readouterr().err
 
 
 def test_several_seeds_give_a_summary_with_mean_and_std(config_file, tmp_path, capsys):
