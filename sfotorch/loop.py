@@ -267,7 +267,7 @@ class TrainingLoop:
         self.optimizer.zero_grad(set_to_none=True)
         for p in self.accumulator.params:          # also trainable parameters the optimizer does not hold
             p.grad = None
-        hook, acc, own = None, None, None
+        hook, acc, own, before = None, None, None, None
         if self.on_micro_batch is not None:
             def hook(j, k, _t=t):
                 self.on_micro_batch(_t, j, k)
@@ -275,7 +275,7 @@ class TrainingLoop:
             # one micro-batch on one process: a plain backward already gives g_B in .grad
             b = int(inputs.shape[0])
             own = getattr(self.debiased, "backward", None)     # it records its own statistics
-            before = self.debiased.state_dict() if own is not None else None
+            before = self.debiased.state_dict() if own is not None and hasattr(self.debiased, "load_state_dict") else None
             loss, sq_norm = self.accumulator.backward_single(inputs, targets, backward=own)
             trace_cov = None
             if hook is not None:
@@ -288,7 +288,7 @@ class TrainingLoop:
             trace_cov = acc.trace_cov() if acc.micro_batches >= 2 else None
         grad_norm = math.sqrt(sq_norm) if math.isfinite(sq_norm) else math.nan
         if not math.isfinite(loss) or not math.isfinite(grad_norm):
-            if own is not None:        # as on the split path: the monitor does not see a step that is not taken
+            if before is not None:     # as on the split path: the monitor does not see a step that is not taken
                 self.debiased.load_state_dict(before)
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
             result = self._nonfinite(t, b, what, value, loss, grad_norm)
