@@ -67,7 +67,9 @@ CNN task (b = 8 → 256) the same monitor took both transitions at the exact mon
 0, 0; 100% equal decisions) for +5.7% wall. At the paper's τ = 1000 a window holds 20× the
 steps: on the MLP task with hooks on one step in 25, se/ε_m² had a median of 0.76, all six
 transitions came at the exact monitor's checks (100% equal decisions) and the wall time grew by
-4.5% (``docs/results/bench_monitors_tau1000.txt``). With a short τ and small b, when the decisions
+4.5% (``docs/results/bench_monitors_tau1000.txt``); on the small CNN task at τ = 1000 the wall time
+grew by 2.5%, transitions 2–4 came within one check and the first one, at b = 8, early
+(``docs/results/bench_monitors_cnn_tau1000.txt``). With a short τ and small b, when the decisions
 must match, measure: the subsampled monitor (:mod:`sfotorch.monitors.subsampled`) is the cheap way.
 
 **Uncertainty and the decision.** se is the standard error of ū: from the spread of the u_t of
