@@ -44,7 +44,7 @@ import sys
 
 from sfotheory import rule
 
-from .common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from .common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 from .torch_runs import fmt_mean_std, mean_std, scaled_to_subset, torch_threads, train_run, training_data
 
 CLAIM = ClaimInfo(
@@ -266,11 +266,7 @@ def _figure(ctx: RunContext, runs: dict, eps: list) -> list[str]:
     axes[1].set(xscale="log", yscale="log", xlabel="training SFO", ylabel="batch size b", title="batch size")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = ctx.figure_path("adaptive_vs_baselines.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [str(save_figure(fig, ctx.figure_path("adaptive_vs_baselines.png")))]
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 
 from .check_adaptive_vs_baselines import SETTINGS as BASE_SETTINGS
 from .check_adaptive_vs_baselines import schedules, thresholds
-from .common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from .common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 from .torch_runs import fmt_mean_std, mean_std, torch_threads, train_run, training_data
 
 CLAIM = ClaimInfo(
@@ -126,11 +126,7 @@ def _figure(ctx: RunContext, runs: dict, eps: list) -> list[str]:
         ax.set(xscale="log", yscale="log", xlabel="training SFO", ylabel="exact ‖∇f(θ)‖",
                title=f"{opt} (η₀ = {LEARNING_RATES[opt]:g})")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = ctx.figure_path("beyond_sgd.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [str(save_figure(fig, ctx.figure_path("beyond_sgd.png")))]
 
 
 if __name__ == "__main__":

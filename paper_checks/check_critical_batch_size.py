@@ -62,7 +62,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 
 __all__ = ["CLAIM", "SETTINGS", "UShape", "cnn_sweep", "is_u_shaped", "run"]
 
@@ -420,10 +420,7 @@ def _plot_cnn(b, N, n_med, c1, c2, cfg, b_hat, path):
     ax.set_ylabel(f"training SFO N(b) to ||grad f|| <= {cfg['eps']}")
     ax.set_title(f"small CNN, Fashion-MNIST subset {cfg['subset']}, eta = {cfg['eta']}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(ctx: RunContext) -> CheckResult:

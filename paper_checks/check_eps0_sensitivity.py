@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 
 __all__ = ["CLAIM", "SETTINGS", "predicted_stall_stage", "racing_stages", "run"]
 
@@ -227,10 +227,7 @@ def _plot(summary, factors, path):
     axes[1].set_xlabel("eps0 / eps_ref")
     axes[1].set_ylabel("racing stages (left at first check)")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 
 __all__ = ["CLAIM", "SETTINGS", "first_hits", "per_stage_decay_slope", "run"]
 
@@ -258,10 +258,7 @@ def _plot(sims, targets, mean_end, exact, cfg, path):
     ax.set_xlabel("stage m")
     ax.set_ylabel("E||grad f||^2 at stage end")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ import time
 import numpy as np
 
 from paper_checks.check_exponential_vs_linear import per_stage_decay_slope
-from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from paper_checks.common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 
 __all__ = ["CLAIM", "SETTINGS", "run", "variance_sum_bounded"]
 
@@ -267,10 +267,7 @@ def _plot(gammas, mean_floor, cfg, delta, path):
         ax.set_title(title + " (dashed: gamma >= sqrt(delta))")
     axes[0].set_ylabel("stage noise floor, mean ||grad f||^2")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import sys
 
 from .check_adaptive_vs_baselines import SETTINGS as BASE_SETTINGS
 from .check_adaptive_vs_baselines import schedules, thresholds
-from .common import CheckResult, ClaimInfo, Comparison, RunContext, script_main
+from .common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
 from .torch_runs import fmt_mean_std, mean_std, torch_threads, train_run, training_data
 
 CLAIM = ClaimInfo(
@@ -195,11 +195,7 @@ def _figure(ctx: RunContext, runs) -> list[str]:
     ax.set(yscale="log", xlabel="step", ylabel="‖∇f(θ)‖ estimate at checks",
            title=f"same trajectory (seed {r.seed}), three monitors")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = ctx.figure_path("measurement_cost.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [str(save_figure(fig, ctx.figure_path("measurement_cost.png")))]
 
 
 if __name__ == "__main__":

@@ -124,6 +124,16 @@ class RunContext:
             self.progress.update(0, **status)
 
 
+def save_figure(fig, path):
+    """Lay out ``fig``, write it to ``path`` (PNG at 110 dpi, the reports' size), close it; return ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def script_main(module_run, claim: ClaimInfo, argv=None) -> int:
     """``python -m paper_checks.<check> [--full] [--out DIR] [--data-dir DIR]``: run one check, print it."""
     p = argparse.ArgumentParser(prog=f"python -m paper_checks.{claim.id}", description=claim.statement)

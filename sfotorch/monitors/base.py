@@ -213,6 +213,22 @@ def iterate_batches(dataset, indices, batch_size: int, *, num_workers: int = 0):
         yield batch[0], batch[1]
 
 
+def total_norm(tensors) -> float:
+    """‖(g_1, …, g_k)‖₂ of a list of tensors (0.0 for none), in their dtype.
+
+    For tensors of one device and dtype: one fused per-tensor norm and one norm of those — what
+    :func:`torch.nn.utils.get_total_norm` computes, without its per-call grouping of the tensors
+    by device and dtype (measured ~10 µs of a training step at b = 8); other lists go to it.
+    """
+    tensors = list(tensors)
+    if not tensors:
+        return 0.0
+    first = tensors[0]
+    if any(t.device != first.device or t.dtype != first.dtype for t in tensors):
+        return float(torch.nn.utils.get_total_norm(tensors))
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
+
+
 def check_count(value, name: str, where: str, *, low: int, high: int | None = None, reason: str | None = None) -> int:
     """An integer ``low <= value <= high`` (``high`` optional), in the project's message format."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

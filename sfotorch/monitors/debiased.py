@@ -113,7 +113,7 @@ from torch import nn
 
 from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, fail
 
-from .base import GradientNormMonitor, Measurement, check_count, resolve_reduction, trainable_parameters
+from .base import GradientNormMonitor, Measurement, check_count, resolve_reduction, total_norm, trainable_parameters
 from .moments import GradientMoments, group_gradient, loss_scale, per_sample_gradients, refuse_batch_coupled
 from .per_sample_norms import PerSampleNorms
 
@@ -216,7 +216,7 @@ class DebiasedMonitor(GradientNormMonitor):
                 loss = self.loss_fn(self.model(inputs), targets)
                 loss.backward()
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
-            norm = float(torch.nn.utils.get_total_norm(grads)) / (1.0 if self.reduction == "mean" else b)
+            norm = total_norm(grads) / (1.0 if self.reduction == "mean" else b)
             self.update(norm * norm, None, b)
             return loss.detach()
         mom = GradientMoments(self.params, dtype=None)      # Σ S_j in the parameters' dtype
@@ -260,7 +260,7 @@ class DebiasedMonitor(GradientNormMonitor):
             fresh = [torch.zeros_like(p) if p.grad is None else p.grad if old is None else p.grad - old
                      for p, old in zip(self.params, before)]
             c = 1.0 / b if self.reduction == "mean" else 1.0       # ∂loss/∂θ = c Σ_i ∇f_i
-            mean_sq = (float(torch.nn.utils.get_total_norm(fresh)) / (c * b)) ** 2
+            mean_sq = (total_norm(fresh) / (c * b)) ** 2
             sq = self._norms.sq_norms
             total_sq = 0.0 if sq is None else float(sq.sum(dtype=torch.float64)) / (c * c)
         trace = max(total_sq - b * mean_sq, 0.0) / (b - 1)

@@ -41,6 +41,8 @@ from torch import nn
 
 from sfotheory.validation import fail
 
+from .base import total_norm
+
 __all__ = ["GradientMoments", "group_gradient", "loss_scale", "per_sample_gradients", "refuse_batch_coupled"]
 
 
@@ -50,7 +52,7 @@ class GradientMoments:
     ``dtype`` is the accumulator of Σ_j S_j: float64 (default, the exact and subsampled monitors)
     or ``None`` for the parameters' own dtype (the debiased monitor, which adds ḡ to ``.grad``).
     The squared norms are Python floats (float64), each ‖S_j‖ computed by one fused
-    ``torch.nn.utils.get_total_norm``.
+    :func:`~sfotorch.monitors.base.total_norm`.
     """
 
     def __init__(self, like, dtype=torch.float64):
@@ -65,7 +67,7 @@ class GradientMoments:
         if grads[0].dtype != self.total[0].dtype:
             grads = [g.to(self.total[0].dtype) for g in grads]
         torch._foreach_add_(self.total, grads, alpha=scale)
-        norm = float(torch.nn.utils.get_total_norm(grads))
+        norm = total_norm(grads)
         self.weighted_sq += (scale * norm) ** 2 / size
         self.count += size
         self.groups += 1
@@ -88,7 +90,7 @@ class GradientMoments:
 
     def mean_sq_norm(self) -> float:
         """‖ḡ‖²."""
-        return (float(torch.nn.utils.get_total_norm(self.total)) / self.count) ** 2
+        return (total_norm(self.total) / self.count) ** 2
 
     def trace_cov(self) -> float:
         """tr Σ̂ (NaN with fewer than two groups). Clamped at 0 against rounding."""
