@@ -1,8 +1,8 @@
 r"""The stage rule of Algorithm 2 — the one implementation used by the whole project.
 
-Both the simulator (:mod:`sfotheory.simulate`) and the PyTorch scheduler
-(:mod:`sfotorch.scheduler`) drive training through the pure functions of this
-module; neither re-implements the rule.
+The simulator (:mod:`sfotheory.simulate`) and the torch scheduler built on this
+package drive training through the pure functions of this module; neither
+re-implements the rule (docs/theory.md, "Algorithm 2").
 
 A :class:`Schedule` holds the rule's parameters and a :class:`StageState` the
 progress of one run. Every schedule of the project is one :class:`Schedule`,
@@ -301,7 +301,8 @@ class StageState(NamedTuple):
 
     ``batch_size``, ``lr`` and ``threshold`` are what the *next* step uses;
     ``samples`` counts training samples (SFO of the updates), ``check_samples``
-    the gradient evaluations spent measuring ‖∇f‖.
+    the gradient evaluations spent measuring ‖∇f‖; ``stalled`` says that the stall
+    limit already fired in the current stage (it fires once per stage).
     """
 
     stage: int
@@ -314,6 +315,7 @@ class StageState(NamedTuple):
     stage_samples: int
     check_samples: int
     stopped: bool
+    stalled: bool = False
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of a single state."""
@@ -321,10 +323,14 @@ class StageState(NamedTuple):
 
 
 def state_from_dict(d: dict) -> StageState:
-    """Inverse of :meth:`StageState.to_dict`; refuses missing or unknown keys."""
-    if set(d) != set(StageState._fields):
+    """Inverse of :meth:`StageState.to_dict`; refuses missing or unknown keys.
+
+    ``stalled`` may be missing (a state saved before the field existed): it reads as False.
+    """
+    keys = set(d) | {"stalled"}
+    if keys != set(StageState._fields):
         fail("d", "state_from_dict", f"a dict with exactly the keys {list(StageState._fields)}", sorted(d))
-    return StageState(**{k: d[k] for k in StageState._fields})
+    return StageState(**{k: d[k] for k in StageState._fields if k in d})
 
 
 def _py(v):
@@ -458,7 +464,7 @@ def initial_state(schedule: Schedule, shape=()) -> StageState:
     state = StageState(stage=zeros, batch_size=np.broadcast_to(b, shape).astype(np.int64),
                        lr=np.broadcast_to(lr, shape).astype(float), threshold=np.broadcast_to(eps, shape).astype(float),
                        step=zeros, samples=zeros, stage_step=zeros, stage_samples=zeros, check_samples=zeros,
-                       stopped=np.zeros(shape, dtype=bool))
+                       stopped=np.zeros(shape, dtype=bool), stalled=np.zeros(shape, dtype=bool))
     return _finish(state, scalar)
 
 
@@ -487,8 +493,9 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     like a non-finite ``norm`` on a check step, it blocks every move on that step and
     is reported as :attr:`Event.NONFINITE`; the step and its samples are still counted.
     A stopped run is left as it is. A NaN or infinite ``norm`` on a check step blocks
-    every move on that step (a periodic move then happens on the next step; a stall
-    action does not fire, since the stall limit is an exact step count).
+    every move on that step (a periodic move or a stall action then happens on the next
+    step that is not blocked). The stall action fires once per stage, on the first such
+    step with ``stage_step >= stall_limit``.
 
     >>> s = adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=2, b_max=16)
     >>> st = initial_state(s)
@@ -540,8 +547,9 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     event = where(periodic_move, int(Event.PERIOD), event)
     move = move | periodic_move
 
+    # reached or passed: a blocked step at the limit only delays the action to the next healthy step
     stall = (active & by_norm & not_(move) & not_(nonfinite) & (schedule.stall_limit > 0)
-             & (stage_step == schedule.stall_limit))
+             & (stage_step >= schedule.stall_limit) & not_(ops.value(st.stalled)))
     stall_move = stall & (stall_action == 1) & below_max
     stall_stop = stall & ((stall_action == 2) | ((stall_action == 1) & not_(below_max)))
     stall_warn = stall & (stall_action == 3)
@@ -564,11 +572,12 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
         stage_samples=where(move, 0, stage_samples),
         check_samples=check_samples,
         stopped=st.stopped | stall_stop,
+        stalled=where(move, False, st.stalled | stall),
     )
     if ops is _ScalarOps:
         new = StageState(int(new.stage), int(new.batch_size), float(new.lr), float(new.threshold), int(new.step),
                          int(new.samples), int(new.stage_step), int(new.stage_samples), int(new.check_samples),
-                         bool(new.stopped))
+                         bool(new.stopped), bool(new.stalled))
         return new, Event(int(event))
     return _finish(new, False), np.asarray(event, dtype=np.int64)
 

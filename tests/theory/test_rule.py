@@ -218,6 +218,47 @@ def test_stall_actions():
     assert evs[2] == Event.STALL_WARNED and evs[3] == Event.CHECKED and st_.stage == 0 and not st_.stopped
 
 
+@pytest.mark.parametrize("action, fired", [("stop", Event.STALL_STOPPED), ("advance", Event.STALL_ADVANCED),
+                                            ("warn", Event.STALL_WARNED)])
+@pytest.mark.parametrize("blocked_by", ["nan norm", "diverged step"])
+def test_a_blocked_step_at_the_stall_limit_delays_the_action_to_the_next_step(action, fired, blocked_by):
+    # tau = 1: every step is a check; norm 1.0 > eps_0 = 0.5 never ends a stage by the norm.
+    # Step 3 (stage_step = stall_limit = 3) is blocked; the action fires on step 4 (stage_step 4 > 3).
+    s = rule.adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=1, stall_limit=3,
+                                  stall_action=action)
+    st_ = initial_state(s)
+    evs = []
+    for t in range(1, 9):
+        blocked = t == 3
+        norm = math.nan if blocked and blocked_by == "nan norm" else 1.0
+        st_, ev = advance(s, st_, st_.batch_size, norm=norm, finite=not (blocked and blocked_by == "diverged step"))
+        evs.append(ev)
+    assert evs[2] == Event.NONFINITE and evs[3] == fired
+    assert evs.count(fired) == (2 if action == "advance" else 1)   # once per stage: stage 1 stalls at its step 3
+    if action == "stop":
+        assert st_.stopped and st_.step == 4 and evs[4:] == [Event.NONE] * 4
+    if action == "advance":
+        assert evs[6] == Event.STALL_ADVANCED and st_.stage == 2   # steps 5, 6, 7 of stage 1
+    if action == "warn":
+        assert st_.stage == 0 and not st_.stopped and st_.stalled and evs[4:] == [Event.CHECKED] * 4
+
+
+def test_the_stall_flag_resets_with_the_stage_and_old_states_without_it_load():
+    s = rule.adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=1, stall_limit=2,
+                                  stall_action="warn")
+    st_ = initial_state(s)
+    for _ in range(3):
+        st_, _ = advance(s, st_, 8, norm=1.0)
+    assert st_.stalled
+    st_, ev = advance(s, st_, 8, norm=0.1)
+    assert ev == Event.ADVANCED and not st_.stalled
+    st_, _ = advance(s, st_, 16, norm=1.0)
+    st_, ev = advance(s, st_, 16, norm=1.0)
+    assert ev == Event.STALL_WARNED                                 # the new stage warns again, once
+    old = {k: v for k, v in initial_state(s).to_dict().items() if k != "stalled"}
+    assert rule.state_from_dict(old) == initial_state(s)
+
+
 def test_eta_max_caps_growth():
     s = paper_schedule(eta_max=0.5)
     _, eta, _ = stage_values(s, np.arange(10))
