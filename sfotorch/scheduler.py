@@ -161,8 +161,11 @@ class StageScheduler:
         :class:`~sfotorch.sampler.ResizableLoader`); b_0 ≤ n is enforced, and b_max is capped at
         n (silently when left at its default, with a warning when given larger).
     monitor : an object with ``.name`` and ``.measure() -> m`` where ``m.norm`` is G = ‖∇f(θ)‖
-        and ``m.cost`` the gradient evaluations spent; called on check steps. Instead, pass
-        ``step(norm=...)`` on check steps (:attr:`check_due` tells when).
+        and ``m.cost`` the gradient evaluations spent; called on check steps. A monitor with
+        ``uses_threshold = True`` is called as ``measure(threshold=ε_m)``; a measurement with
+        ``undecided = True`` never advances a stage (the check is counted, its log record has
+        ``"undecided": true``). Instead, pass ``step(norm=...)`` on check steps (:attr:`check_due`
+        tells when).
     check_order : ``"after_update"`` or ``"before_update"`` (see the module docstring).
     on_nonfinite : ``"warn"`` or ``"raise"`` (:class:`NonFiniteError`) on a NaN/inf norm or loss.
     log : a path (JSON lines, appended), a list (records appended) or an object with ``write(dict)``.
@@ -313,7 +316,7 @@ class StageScheduler:
         due = rule.check_due(sched, st)
         loss_value = None if loss is None else float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         bad_loss = loss_value is not None and not math.isfinite(loss_value)
-        value, cost, monitor_name = None, 0, None
+        value, cost, monitor_name, undecided = None, 0, None, False
         if due:
             if bad_loss:
                 value, monitor_name = loss_value, "loss"   # no measurement is spent on a diverged run
@@ -322,15 +325,22 @@ class StageScheduler:
                 cost = check_integer(check_cost, "check_cost", "StageScheduler.step", minimum=0)
                 monitor_name = "external"
             elif self.monitor is not None:
-                m = self.monitor.measure()
+                if getattr(self.monitor, "uses_threshold", False):
+                    m = self.monitor.measure(threshold=float(st.threshold))
+                else:
+                    m = self.monitor.measure()
                 monitor_name = str(getattr(self.monitor, "name", type(self.monitor).__name__))
                 value = float(m.norm)
+                undecided = bool(getattr(m, "undecided", False))
                 cost = check_integer(m.cost, "cost", f"{monitor_name}.measure()", minimum=0)
             elif sched.trigger == "norm":
                 fail("monitor", "StageScheduler.step", "given (or a norm passed to step(norm=...)) on check steps",
                      None, reason=f"step {int(st.step) + 1} is a check step (tau={sched.tau}) of the "
                                   f"norm-triggered schedule {sched.name!r}")
-        new, event = rule.advance(sched, st, samples, norm=value, check_cost=cost, finite=not bad_loss)
+        compared = value
+        if undecided and math.isfinite(value):    # no information: the rule sees a norm above ε_m
+            compared = max(value, math.nextafter(float(st.threshold), math.inf))
+        new, event = rule.advance(sched, st, samples, norm=compared, check_cost=cost, finite=not bad_loss)
         self._state = new
         self.last_event = event
         self.last_norm = value if due else None
@@ -343,7 +353,10 @@ class StageScheduler:
         self._apply()
         stalled = event in (Event.STALL_ADVANCED, Event.STALL_STOPPED, Event.STALL_WARNED)
         if self._log is not None and (due or stalled or int(new.stage) != int(st.stage)):
-            self._write(self._record(st, new, event, value, monitor_name, due))
+            record = self._record(st, new, event, value, monitor_name, due)
+            if undecided:
+                record["undecided"] = True
+            self._write(record)
         if event == Event.STALL_WARNED:
             warnings.warn(f"StageScheduler: stage {int(st.stage)} reached the stall limit "
                           f"({sched.stall_limit} steps) without ‖∇f‖ <= eps_m = {float(st.threshold):.4g}",

@@ -168,10 +168,10 @@ class _TimedMonitor:
         self.name = monitor.name
         self.seconds = 0.0
 
-    def measure(self):
+    def measure(self, **kwargs):         # threshold=ε_m for a monitor with uses_threshold
         t = time.perf_counter()
         try:
-            return self.monitor.measure()
+            return self.monitor.measure(**kwargs)
         finally:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()

@@ -79,7 +79,13 @@ class Measurement:
     - ``samples_used`` — the samples whose gradients went into the estimate (for the debiased
       monitor, training samples already paid for).
     - ``clamped`` — a negative squared-norm estimate was clamped to 0.
+    - ``undecided`` — the measurement holds no information on which side of ε_m ‖∇f‖ lies (e.g. a
+      clamped debiased estimate): the stage rule must not advance on it, whatever ``norm`` is.
     - ``extra`` — monitor-specific details (a dict, not compared).
+
+    A monitor that needs ε_m to measure (to decide how much to measure, or whether it can decide at
+    all) sets the class attribute ``uses_threshold = True`` and takes ``measure(threshold=ε_m)``;
+    :class:`~sfotorch.scheduler.StageScheduler` passes the current ε_m to it.
     """
 
     norm: float
@@ -94,6 +100,7 @@ class Measurement:
     confidence: float = math.nan
     samples_used: int = 0
     clamped: bool = False
+    undecided: bool = False
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -103,8 +110,9 @@ class Measurement:
             object.__setattr__(self, "raw_norm", float(self.norm))
 
     def decides_below(self, threshold: float) -> bool:
-        """The stage rule's test ‖∇f‖ ≤ ε_m on the point estimate (False for a NaN norm)."""
-        return bool(self.norm <= threshold)
+        """The stage rule's test ‖∇f‖ ≤ ε_m on the point estimate (False for a NaN norm or an undecided
+        measurement)."""
+        return bool(self.norm <= threshold) and not self.undecided
 
     def to_dict(self) -> dict:
         """JSON-friendly fields (``extra`` included as it is)."""
@@ -119,6 +127,7 @@ class GradientNormMonitor:
     """
 
     name: str = "monitor"
+    uses_threshold: bool = False
 
     def measure(self) -> Measurement:  # pragma: no cover - abstract
         raise NotImplementedError

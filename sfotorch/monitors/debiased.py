@@ -90,6 +90,18 @@ from a handful of steps). ``decision`` sets what
   se ≈ √(2 tr(Σ²)/(N_s b²)) can exceed ε_m² itself, that takes many check intervals (see the
   benchmark).
 
+**No advance on no information.** Whatever ``decision`` is, a check is ``undecided`` — the stage
+rule does not advance on it (:class:`~sfotorch.scheduler.StageScheduler` passes ε_m as
+``measure(threshold=ε_m)`` and honours :attr:`~sfotorch.monitors.base.Measurement.undecided`) — when
+
+- ū < 0 (clamped): the noise term c_b tr Σ̂/b exceeded the observed ‖g_B‖², so the window says
+  nothing about ‖∇f‖² beyond "small against the noise"; √max(ū, 0) = 0 would advance on that alone;
+- se > ``max_relative_se`` · ε_m² (default ½): the window cannot place ‖∇f‖² within [0, ε_m²].
+  With se ≤ ε_m²/2 and ū approximately normal, a point estimate below ε_m² arises from a true
+  ‖∇f‖² = 2ε_m² with probability ≤ Φ(−2) ≈ 2.3%.
+
+Without a threshold (``measure()`` called directly) only the first rule applies.
+
 **Training loop.** Replace ``loss.backward()`` by ``monitor.backward(inputs, targets)``. With the
 hooks, or on a step without statistics, it *is* ``loss_fn(model(inputs), targets).backward()``
 (``.grad`` bit for bit). With micro-batches it runs the batch as k micro-batches (exactly what
@@ -111,7 +123,7 @@ import torch
 from scipy.stats import t as student_t
 from torch import nn
 
-from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, fail
+from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, check_positive, fail
 
 from .base import GradientNormMonitor, Measurement, check_count, resolve_reduction, total_norm, trainable_parameters
 from .moments import GradientMoments, group_gradient, loss_scale, per_sample_gradients, refuse_batch_coupled
@@ -147,12 +159,16 @@ class DebiasedMonitor(GradientNormMonitor):
     stats_every, stats_phase : r and the phase: tr Σ̂ on the steps t with t mod r = phase only.
     plain_step_norms : record ‖g_B‖² on the steps without statistics too (see the module doc).
     decision : ``"estimate"`` or ``"upper"``: what ``norm`` reports (see the module doc).
+    max_relative_se : a check with se > max_relative_se · ε_m² is undecided (None: no such rule).
     """
+
+    uses_threshold = True
 
     def __init__(self, model: nn.Module, loss_fn, *, micro_batches: int = 4, variance_source: str = "micro_batches",
                  beta: float | None = None, population: int | None = None, confidence: float = 0.95,
                  stats_every: int = 1, stats_phase: int = 0, plain_step_norms: bool = True,
-                 decision: str = "estimate", reduction: str | None = None, name: str = "debiased"):
+                 decision: str = "estimate", max_relative_se: float | None = 0.5, reduction: str | None = None,
+                 name: str = "debiased"):
         where = "DebiasedMonitor"
         self.params = trainable_parameters(model, where)
         self.model = model
@@ -174,6 +190,10 @@ class DebiasedMonitor(GradientNormMonitor):
             fail("plain_step_norms", where, "True or False", plain_step_norms, cls=ParameterTypeError)
         self.plain_step_norms = plain_step_norms
         self.decision = check_choice(decision, DECISIONS, "decision", where)
+        if max_relative_se is not None:
+            max_relative_se = check_positive(max_relative_se, "max_relative_se", where,
+                                             reason="the largest se of ū, in units of ε_m², that may decide")
+        self.max_relative_se = max_relative_se
         self._norms = PerSampleNorms(model, self.params, where=where) if variance_source == "per_sample_norms" else None
         self.name = name
         self.steps_seen = 0
@@ -324,9 +344,12 @@ class DebiasedMonitor(GradientNormMonitor):
         var = max(total_sq / weight - mean * mean, 0.0)
         return mean, (var / (n_eff - 1.0) if n_eff > 1.0 + 1e-9 else math.inf), n_eff
 
-    def measure(self) -> Measurement:
+    def measure(self, threshold: float | None = None) -> Measurement:
         """The smoothed estimate; ``cost`` = 0. NaN if no finite step with statistics was recorded
-        since the last measurement (window mode) or if a step since then had a non-finite gradient."""
+        since the last measurement (window mode) or if a step since then had a non-finite gradient.
+        ``threshold``: ε_m, for the undecided rule (see the module doc)."""
+        if threshold is not None:
+            threshold = check_positive(threshold, "threshold", "DebiasedMonitor.measure")
         st = dict(self._stats)
         nonfinite = self._nonfinite_since_measure
         self._nonfinite_since_measure = False
@@ -361,12 +384,15 @@ class DebiasedMonitor(GradientNormMonitor):
         one_sided = math.sqrt(max(one_sided_sq, 0.0)) if math.isfinite(one_sided_sq) else math.inf
         clamped = mean_u < 0.0
         self.clamped_count += int(clamped)
+        imprecise = (threshold is not None and self.max_relative_se is not None
+                     and not se <= self.max_relative_se * threshold * threshold)
         estimate = math.sqrt(max(mean_u, 0.0))
         return Measurement(
             norm=one_sided if self.decision == "upper" else estimate, cost=0, monitor=self.name, sq_norm=mean_u,
             raw_norm=math.sqrt(g2), trace_cov=trace, lower=lower, upper=upper, margin=(upper - lower) / 2.0,
             confidence=self.confidence, samples_used=int(st["samples"]), clamped=clamped,
-            extra={"steps": int(st["steps"]), "stats_steps": n_eff if paired else st["ws"] ** 2 / st["ws2"],
+            undecided=clamped or imprecise,
+            extra={"threshold": threshold, "steps": int(st["steps"]), "stats_steps": n_eff if paired else st["ws"] ** 2 / st["ws2"],
                    "effective_steps": n_eff, "sq_norm_se": se, "estimate": estimate, "one_sided_upper": one_sided,
                    "decision": self.decision, "paired": paired,
                    "noise_scale": trace / mean_u if mean_u > 0 else math.inf})

@@ -382,3 +382,58 @@ def test_stale_gradients_of_parameters_outside_the_optimizer_do_not_enter_the_st
         loop = TrainingLoop(model, opt, sched, loader, nn.CrossEntropyLoss(), max_micro_batch=cap)
         grads.append([r.grad_norm for r in loop.run(max_steps=5)])
     assert grads[0] == pytest.approx(grads[1], rel=1e-5)
+
+
+# -- no advance on no information (issue 13, item 2) ------------------------------------------------------
+
+
+def _plain_loop_scheduler(decision):
+    """A plain loop's scheduler over a debiased monitor fed by update(): τ = 2, ε_0 = 0.5 (ε_0² = 0.25), b = 8."""
+    from sfotorch.scheduler import StageScheduler
+
+    model = nn.Linear(2, 1)
+    mon = DebiasedMonitor(model, nn.MSELoss(), decision=decision)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = StageScheduler(opt, "adaptive_exponential", monitor=mon, b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4,
+                           tau=2)
+    return mon, sched
+
+
+@pytest.mark.parametrize("decision", ["estimate", "upper"])
+def test_a_clamped_window_is_undecided_and_does_not_advance_a_stage(decision):
+    """ū = mean(‖g_B‖² − tr Σ̂/8) = 0.015 − 1.1/8 < 0: the noise term swamped the signal. Clamping it
+    to 0 made the point estimate 0 ≤ ε_0 and advanced the stage (the newcomer's first check in issue 13)."""
+    from sfotheory.rule import Event
+
+    mon, sched = _plain_loop_scheduler(decision)
+    mon.update(0.01, 1.0, 8)                    # u_1 = 0.01 − 0.125 = −0.115
+    assert sched.step() == Event.NONE
+    mon.update(0.02, 1.2, 8)                    # u_2 = 0.02 − 0.15 = −0.13; ū = −0.1225, se = 0.0075
+    assert sched.step() == Event.CHECKED
+    assert sched.stage == 0 and sched.batch_size == 8
+
+
+def test_a_window_whose_standard_error_exceeds_half_eps_squared_does_not_advance():
+    """u_t = 1.0 and −0.9 (tr Σ̂ = 0): ū = 0.05 ≤ ε_0² = 0.25 but se = 0.95 > ε_0²/2 = 0.125 — the window
+    cannot tell ‖∇f‖² = 0 from ‖∇f‖² = 2ε_0², so it is undecided; the point estimate √0.05 = 0.22 used to
+    advance."""
+    from sfotheory.rule import Event
+
+    mon, sched = _plain_loop_scheduler("estimate")
+    mon.update(1.0, 0.0, 8)
+    sched.step()
+    mon.update(0.0, 7.2, 8)                     # u_2 = 0 − 7.2/8 = −0.9
+    assert sched.step() == Event.CHECKED
+    assert sched.stage == 0
+
+
+def test_a_precise_window_below_eps_still_advances():
+    """u_t = 0.10 and 0.12: ū = 0.11 ≤ 0.25 with se = 0.01 ≤ 0.125: decided below, the stage advances."""
+    from sfotheory.rule import Event
+
+    mon, sched = _plain_loop_scheduler("estimate")
+    mon.update(0.10, 0.0, 8)
+    sched.step()
+    mon.update(0.12, 0.0, 8)
+    assert sched.step() == Event.ADVANCED
+    assert sched.stage == 1 and sched.batch_size == 16
