@@ -11,7 +11,9 @@ accumulator's ``transform``, so only c images are ever expanded. Each stage's st
 subprocess (1 thread) that reports ``ru_maxrss`` (the peak resident set of the whole process,
 interpreter and torch included) after setup ("base") and after two accumulated steps ("peak");
 "step" = peak − base is what the step itself added. For contrast the same steps are run without
-accumulation (c = b) up to ``--contrast-max``.
+accumulation (c = b) up to ``--contrast-max``. The stages' batch sizes are those of the authors'
+schedule (b ×2 per stage up to b_max) with ``--b0`` and ``--b-max``, from the stage rule
+(:func:`sfotheory.rule.schedule_table`).
 
 Run: python benchmarks/bench_accumulation_memory.py [--cap 64] [--b-max 4096] [--contrast-max 1024]
 """
@@ -67,11 +69,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(*args.child)))
         return
-    sizes = []
-    b = args.b0
-    while b <= args.b_max:
-        sizes.append(b)
-        b *= 2
+    # imported here, not at the top: the children measure memory and need only torch
+    from sfotheory.paper import paper_schedule
+    from sfotheory.rule import schedule_table
+
+    sizes = [row["b"] for row in schedule_table(paper_schedule(b0=args.b0, b_max=args.b_max))]
     rows = []
     print(f"{'stage':>5} {'b':>5} {'k=⌈b/c⌉':>8} {'base MiB':>9} {'peak MiB':>9} {'step MiB':>9}"
           f" {'no-accum peak MiB':>18}")

@@ -46,7 +46,6 @@ from .stages import (
     derive_stage_thresholds,
     derive_variance_condition,
     max_lr_increases,
-    stage_threshold,
 )
 from .validation import ParameterError
 
@@ -81,7 +80,6 @@ __all__ = [
     "min_batch_size",
     "proposition1_bound",
     "sfo_complexity",
-    "stage_threshold",
     "steps_to_eps",
     "theory_constants",
     "Event",

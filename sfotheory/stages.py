@@ -1,4 +1,8 @@
-r"""Stage thresholds of Algorithm 2 (Proposition 3, as the algorithm uses it).
+r"""The theory behind the stage law of Algorithm 2, derived symbolically (docs/theory.md, "Stage thresholds").
+
+The numbers (b_m, η_m, ε_m) of a schedule have one owner, :func:`sfotheory.rule.stage_values`;
+this module derives, as sympy expressions that the tests compare with the rule, why the
+rule has the form it has.
 
 **Thresholds.** If b_m is to be the critical batch size of stage m's target ε_m
 (Proposition 2, b* = 2C₂/ε²), then
@@ -11,7 +15,8 @@ r"""Stage thresholds of Algorithm 2 (Proposition 3, as the algorithm uses it).
 
 **Growth condition.** With η_m = η₀γ^m and b_m = b₀δ^m the variance term of
 Proposition 1 carries Σ_m η_m²/b_m = (η₀²/b₀) Σ_m (γ²/δ)^m, bounded iff γ² < δ,
-i.e. γ < √δ (:func:`derive_variance_condition`).
+i.e. γ < √δ (:func:`derive_variance_condition`). This is the condition for the bound's
+O(γ^{−M}) rate, not a divergence boundary: for √δ ≤ γ < δ the bound still vanishes, as (γ/δ)^M.
 
 **Cap on LR increases.** Proposition 1 needs η_m < 2/L: η₀γ^m < 2/L holds for
 m < log(2/(Lη₀))/log γ, so at most ⌈log(2/(Lη₀))/log γ⌉ − 1 increases
@@ -20,8 +25,8 @@ m < log(2/(Lη₀))/log γ, so at most ⌈log(2/(Lη₀))/log γ⌉ − 1 increa
 Legend: m stage, b_m batch size, ε_m threshold on ‖∇f‖, δ > 1 and γ ≥ 1 per-stage
 growth of b and η, b₀, η₀, ε₀ stage-0 values, C₂ = Lσ²η/(2 − Lη), L smoothness.
 
->>> stage_threshold(0.5, 8, np.array([8, 16, 32])).round(4).tolist()
-[0.5, 0.3536, 0.25]
+>>> sp.simplify(derive_stage_thresholds().threshold - S.eps0 * sp.sqrt(S.b0 / S.b))   # ε_m = ε₀√(b₀/b_m)
+0
 >>> max_lr_increases(0.1, 1.4, L=1.0)          # 0.1·1.4⁸ = 1.476 < 2 < 0.1·1.4⁹ = 2.066
 8
 """
@@ -32,11 +37,11 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import sympy as sp
 
 from . import symbols as S
 from .complexity import derive_critical_batch_size
+from .rule import periodic, stage_values
 from .validation import check_greater, check_positive, fail
 
 __all__ = [
@@ -47,7 +52,6 @@ __all__ = [
     "derive_stage_thresholds",
     "derive_variance_condition",
     "max_lr_increases",
-    "stage_threshold",
 ]
 
 
@@ -82,27 +86,6 @@ def derive_stage_thresholds() -> StageThresholdDerivation:
     exponential = sp.simplify(threshold.subs(S.b, S.b0 * S.delta**S.m))
     return StageThresholdDerivation(threshold_of_batch=threshold_of_batch, threshold=threshold, ratio=ratio,
                                     exponential=exponential)
-
-
-@functools.lru_cache(maxsize=None)
-def _threshold_numeric():
-    return sp.lambdify((S.eps0, S.b0, S.b), derive_stage_thresholds().threshold, modules="numpy")
-
-
-def stage_threshold(eps0, b0, b_m):
-    """ε_m = ε₀√(b₀/b_m), vectorised over all three arguments (all > 0).
-
-    Agrees with the ε_m of :func:`sfotheory.rule.stage_values` given the same b_m.
-
-    >>> stage_threshold(0.5, 8, 32)
-    0.25
-    """
-    where = "stage_threshold"
-    eps0 = check_positive(eps0, "eps0", where, allow_array=True)
-    b0 = check_positive(b0, "b0", where, allow_array=True)
-    b_m = check_positive(b_m, "b_m", where, allow_array=True)
-    value = np.asarray(_threshold_numeric()(eps0, b0, b_m), dtype=float)
-    return float(value) if value.ndim == 0 else value
 
 
 @dataclass(frozen=True)
@@ -165,8 +148,7 @@ def derive_lr_increases() -> LrIncreaseDerivation:
 def _lr_numeric():
     d = derive_lr_increases()
     return (sp.lambdify((S.eta0, S.gamma, S.L), d.crossing_stability, modules="math"),
-            sp.lambdify((S.eta0, S.gamma, S.eta_max), d.crossing_eta_max, modules="math"),
-            sp.lambdify((S.eta0, S.gamma, S.m), S.eta0 * S.gamma**S.m, modules="math"))
+            sp.lambdify((S.eta0, S.gamma, S.eta_max), d.crossing_eta_max, modules="math"))
 
 
 def _largest_true(ok, guess: int) -> int:
@@ -196,11 +178,12 @@ def max_lr_increases(eta0, gamma, *, L=None, eta_max=None):
         m = \min\Bigl(\Bigl\lceil \frac{\log(2/(L\eta_0))}{\log\gamma} \Bigr\rceil - 1,\;
                       \Bigl\lfloor \frac{\log(\eta_{\max}/\eta_0)}{\log\gamma} \Bigr\rfloor\Bigr)
 
-    It is used as a first guess only: the answer is then fixed by testing η₀γ^m itself
-    (and its neighbours m ± 1) in double precision, computed as the stage rule
-    :func:`sfotheory.rule.stage_values` computes η_m (``eta0 * gamma**m``) and against
-    2/L computed as ``2.0 / L``, so rounding in the logarithms can never give an
-    off-by-one answer. Give ``L`` or ``eta_max`` or both. Returns an ``int``, or
+    It is used as a first guess only: the answer is then fixed by testing η_m itself (and
+    its neighbours m ± 1), taken from the stage rule :func:`sfotheory.rule.stage_values`
+    for the growth η ×γ per stage without a cap (so that the cap η_max is what is located),
+    against 2/L computed as ``2.0 / L``; rounding in the logarithms can never give an
+    off-by-one answer, and m is exactly the last stage whose η_m the rule keeps below
+    both limits. Give ``L`` or ``eta_max`` or both. Returns an ``int``, or
     ``math.inf`` for γ = 1 (a constant LR never reaches either limit).
 
     >>> max_lr_increases(0.1, 1.4, L=1.0, eta_max=1.0)      # 0.1·1.4⁶ = 0.753, 0.1·1.4⁷ = 1.054
@@ -235,16 +218,18 @@ def max_lr_increases(eta0, gamma, *, L=None, eta_max=None):
                  reason="the first learning rate is already above the cap")
     if gamma == 1.0:
         return math.inf
-    crossing_stability, crossing_cap, lr = _lr_numeric()
+    crossing_stability, crossing_cap = _lr_numeric()
     guesses = []
     if L is not None:
         guesses.append(math.ceil(crossing_stability(eta0, gamma, L)) - 1)
     if eta_max is not None:
         guesses.append(math.floor(crossing_cap(eta0, gamma, cap)))
 
+    growth = periodic(b0=1, eta0=eta0, delta=1.0, gamma=gamma, period=1)   # η_m = η₀γ^m, uncapped
+
     def ok(k: int) -> bool:
         try:
-            value = lr(eta0, gamma, k)
+            _, value, _ = stage_values(growth, k)
         except OverflowError:
             return False
         return value < stability_limit and value <= cap

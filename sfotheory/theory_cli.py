@@ -23,7 +23,7 @@ from .complexity import (
 )
 from .constants import ProblemConstants, WithoutReplacement, WithReplacement
 from .paper import PAPER_ADAPTIVE, paper_schedule
-from .rule import schedule_table
+from .rule import schedule_table, stage_values
 from .stages import max_lr_increases
 from .validation import ParameterError
 
@@ -86,7 +86,8 @@ def _text(s: dict) -> str:
 def paper_report(L: float | None = None) -> str:
     """The authors' Algorithm 2 schedule, stage by stage, with γ < √δ and (given L) the η < 2/L check."""
     p = PAPER_ADAPTIVE
-    rows = schedule_table(paper_schedule())
+    schedule = paper_schedule()
+    rows = schedule_table(schedule)
     lines = [
         "Algorithm 2 (adaptive joint scheduler) with the authors' defaults:",
         f"  b0 = {p['b0']}, eta0 = {p['eta0']}, eps0 = {p['eps0']}, delta = {p['delta']:g}, "
@@ -105,8 +106,9 @@ def paper_report(L: float | None = None) -> str:
             lines.append(f"  with L = {L:g}: even eta0 = {p['eta0']} >= 2/L = {2.0 / L:.4g}")
         else:
             k = max_lr_increases(p["eta0"], p["gamma"], L=L)
+            _, eta_k, _ = stage_values(schedule, k)
             lines.append(f"  with L = {L:g}: at most {k} learning-rate increases keep eta < 2/L = {2.0 / L:.4g} "
-                         f"(eta_{k} = {p['eta0'] * p['gamma'] ** k:.4g})")
+                         f"(eta_{k} = {eta_k:.4g})")
     return "\n".join(lines)
 
 
