@@ -13,6 +13,7 @@ from sfotheory.paper import PAPER_ADAPTIVE, paper_schedule
 from sfotheory.rule import Event, advance, check_due, initial_state, stage_values
 from sfotheory.validation import ParameterError
 from tests.golden import PAPER_STAGES
+from tests.oracle import AuthorsRule
 
 
 # -- closed-form tables -----------------------------------------------------------------------------
@@ -90,36 +91,58 @@ def test_constant_schedule_never_moves_but_reports_checks():
     assert (st_.stage, st_.batch_size, st_.lr) == (0, 128, 0.1)
 
 
-# -- the authors' loop, transcribed from THEORY.md, as an independent oracle --------------------------
+# -- the authors' loop, transcribed independently (tests/oracle.py), as an oracle ----------------------
 
-def authors_rule(norms, b0, eta0, eps0, delta, gamma, tau, b_max):
-    """THEORY.md's pseudo-code, step by step; norms[t] is measured after step t + 1 is counted."""
-    m, b, eta, eps = 0, b0, eta0, eps0
-    trace = []
-    for t, g in enumerate(norms, start=1):
-        if t % tau == 0 and g <= eps and b < b_max:
-            m += 1
-            b = min(b_max, math.ceil(b0 * delta**m))
-            eta = eta0 * gamma**m
-            eps = eps0 * math.sqrt(b0 / b)
-        trace.append((m, b, eta, eps))
-    return trace
+# Decimals, which the oracle takes as exact rationals: 50 * 1.1 = 55.00000000000001 in floating point,
+# so the rule's ceiling must not turn b_1 = 55 into 56.
+DELTAS = [1.1, 1.2, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
 
 
-@settings(max_examples=60, deadline=None)
-@given(norms=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=80),
-       tau=st.integers(1, 5), b_max=st.sampled_from([8, 64, 100, 4096]))
-@example(norms=[0.4] * 10, tau=1, b_max=4096)
-def test_rule_equals_the_authors_loop(norms, tau, b_max):
-    s = rule.adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=tau, b_max=b_max)
-    st_ = initial_state(s)
-    mine = []
-    for g in norms:
-        st_, _ = advance(s, st_, st_.batch_size, norm=g)
-        mine.append((st_.stage, st_.batch_size, st_.lr, st_.threshold))
-    theirs = authors_rule(norms, 8, 0.1, 0.5, 2.0, 1.4, tau, b_max)
-    assert [r[:2] for r in mine] == [r[:2] for r in theirs]
-    np.testing.assert_allclose([r[2:] for r in mine], [r[2:] for r in theirs], rtol=1e-12)
+@st.composite
+def oracle_cases(draw):
+    """Keyword arguments shared by a rule constructor and :class:`AuthorsRule`: either growth, any cap."""
+    b0 = draw(st.integers(1, 64))
+    eta0 = draw(st.floats(1e-3, 1.0))
+    common = dict(b0=b0, eta0=eta0, eps0=draw(st.floats(0.05, 1.0)), tau=draw(st.integers(1, 4)),
+                  b_max=draw(st.integers(b0, 5000)), stall_limit=draw(st.integers(0, 6)))
+    common["stall_action"] = draw(st.sampled_from(["advance", "stop", "warn"])) if common["stall_limit"] else "none"
+    if draw(st.booleans()):
+        delta = draw(st.sampled_from(DELTAS))
+        extra = dict(delta=delta, gamma=draw(st.floats(1.0, math.sqrt(delta) * 0.999)),
+                     eta_max=draw(st.one_of(st.just(math.inf), st.floats(eta0, 3 * eta0))))
+        return rule.adaptive_exponential, {**common, **extra}
+    return rule.adaptive_linear, {**common, "increment": draw(st.sampled_from([0.5, 1.5, 2.5, 3.0, 8.0, 12.25]))}
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=oracle_cases(), steps=st.lists(st.tuples(
+    st.one_of(st.floats(0.0, 1.0), st.just(float("nan")), st.just(float("inf"))),
+    st.integers(0, 19).map(lambda k: k == 0)), min_size=1, max_size=80))
+@example(case=(rule.adaptive_exponential, dict(b0=8, eta0=0.1, eps0=0.5, tau=1, b_max=4096, stall_limit=0,
+                                               stall_action="none", delta=2.0, gamma=1.4, eta_max=math.inf)),
+         steps=[(0.4, False)] * 10)
+@example(case=(rule.adaptive_exponential, dict(b0=8, eta0=0.1, eps0=0.1, tau=1, b_max=4096, stall_limit=3,
+                                               stall_action="stop", delta=1.5, gamma=1.2, eta_max=0.13)),
+         steps=[(0.05, False)] * 3 + [(1.0, False), (1.0, False), (float("nan"), False), (1.0, False)])
+@example(case=(rule.adaptive_exponential, dict(b0=50, eta0=0.1, eps0=0.5, tau=2, b_max=100, stall_limit=4,
+                                               stall_action="warn", delta=1.1, gamma=1.0, eta_max=math.inf)),
+         steps=[(0.4, False), (0.4, True), (0.4, False), (0.4, False)] + [(1.0, False)] * 8)
+@example(case=(rule.adaptive_linear, dict(b0=3, eta0=0.1, eps0=0.5, tau=1, b_max=9, stall_limit=2,
+                                          stall_action="advance", increment=2.5)),
+         steps=[(1.0, False)] * 12)
+def test_rule_equals_the_authors_loop(case, steps):
+    """steps[t] = (the norm measured for step t + 1, whether that step diverged: about 1 in 20)."""
+    ctor, kwargs = case
+    s = ctor(**kwargs)
+    state = initial_state(s)
+    oracle = AuthorsRule(**kwargs)
+    for norm, diverged in steps:
+        state, ev = advance(s, state, state.batch_size, norm=norm, finite=not diverged)
+        want = oracle.step(norm, diverged=diverged)
+        m, b, eta, eps, stopped = oracle.values
+        assert (state.stage, state.batch_size, state.stopped) == (m, b, stopped)
+        assert (state.lr, state.threshold) == (pytest.approx(eta, rel=1e-12), pytest.approx(eps, rel=1e-12))
+        assert ev == want if want is not None else ev in (Event.NONE, Event.CHECKED, Event.AT_MAX)
 
 
 # -- hypothesis invariants --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from sfotheory.rule import Event  # noqa: E402
 from sfotheory.validation import ParameterError  # noqa: E402
 from sfotorch.sampler import ResizableLoader  # noqa: E402
 from sfotorch.scheduler import CallableMonitor, MeasuredNorm, NonFiniteError, StageScheduler  # noqa: E402
+from tests.oracle import AuthorsRule  # noqa: E402
 
 ADAPTIVE = {"b0": 4, "eta0": 0.1, "eps0": 0.5, "delta": 2, "gamma": 1.4, "tau": 3, "b_max": 64}
 
@@ -117,6 +118,64 @@ def test_every_policy_by_name_follows_the_rule(policy, kwargs):
         assert sched.state == state
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[-1] == pytest.approx(state.lr)
+
+
+# -- SGD on a quadratic against the independent oracle, in both check orders -------------------------------------
+
+H = (1.0, 0.5, 0.25)          # f(θ) = ½ Σ h_i θ_i², ∇f(θ) = h ⊙ θ: the step's gradient is exact
+
+
+def oracle_sgd(kwargs, order, steps):
+    """The authors' loop on f: measure ‖∇f‖ on every τ-th step at θ_t ("before_update", the update of a
+    triggering step uses η_{m+1}) or at θ_{t+1} ("after_update"); returns (m, b, η, θ) after each step."""
+    oracle = AuthorsRule(**kwargs)
+    theta = [1.0, -2.0, 0.5]
+    trace = []
+    for t in range(1, steps + 1):
+        grad = [h * x for h, x in zip(H, theta)]
+        due = t % kwargs["tau"] == 0
+        if order == "before_update":
+            oracle.step(math.hypot(*grad) if due else None)
+        theta = [x - oracle.eta * g for x, g in zip(theta, grad)]
+        if order == "after_update":
+            oracle.step(math.hypot(*(h * x for h, x in zip(H, theta))) if due else None)
+        trace.append((oracle.m, oracle.b, oracle.eta, theta))
+    return trace
+
+
+@pytest.mark.parametrize("order", ["after_update", "before_update"])
+@pytest.mark.parametrize("policy, kwargs", [
+    ("adaptive_exponential", dict(b0=3, eta0=0.3, eps0=1.2, delta=1.5, gamma=1.2, tau=2, b_max=40, eta_max=0.4)),
+    ("adaptive_linear", dict(b0=3, eta0=0.3, eps0=0.5, increment=2.5, tau=1)),
+    ("adaptive_exponential", dict(b0=3, eta0=0.3, eps0=0.05, delta=2.5, gamma=1.5, tau=2, b_max=40,
+                                  stall_limit=5, stall_action="advance")),
+], ids=["exponential-eta_max", "linear", "stall-advance"])
+def test_sgd_with_the_scheduler_equals_the_authors_loop_in_either_check_order(policy, kwargs, order):
+    steps = 30
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
+    h = torch.tensor(H, dtype=torch.float64)
+    opt = torch.optim.SGD([theta], lr=1.0)
+    monitor = CallableMonitor(lambda: torch.linalg.vector_norm(h * theta.detach()), cost=0)
+    sched = StageScheduler(opt, policy, monitor=monitor, check_order=order, **kwargs)
+    mine = []
+    for _ in range(steps):
+        opt.zero_grad()
+        (0.5 * (h * theta**2).sum()).backward()
+        if order == "before_update":
+            sched.before_update(samples=sched.batch_size)
+            opt.step()
+            sched.step()
+        else:
+            opt.step()
+            sched.step(samples=sched.batch_size)
+        mine.append((sched.stage, sched.batch_size, sched.lr, theta.detach().tolist()))
+    want = oracle_sgd(kwargs, order, steps)
+    assert [r[:2] for r in mine] == [r[:2] for r in want]
+    for (_, _, lr, th), (_, _, eta, th_want) in zip(mine, want):
+        assert lr == pytest.approx(eta, rel=1e-12) and th == pytest.approx(th_want, rel=1e-12, abs=1e-15)
+    assert want[-1][0] >= 2                                   # the run passed through stage changes
+    other = oracle_sgd(kwargs, "after_update" if order == "before_update" else "before_update", steps)
+    assert other != want                                      # and the two orders are told apart
 
 
 # -- the learning rate reaches the optimizer ------------------------------------------------------------------
