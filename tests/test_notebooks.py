@@ -3,10 +3,11 @@
 Notebooks read ``SFO_NOTEBOOK_SMALL=1`` and shrink their settings so the suite stays quick.
 """
 
-import os
 import pathlib
 
 import pytest
+
+from tests.snapshot import snapshot
 
 jupytext = pytest.importorskip("jupytext")
 nbclient = pytest.importorskip("nbclient")
@@ -27,8 +28,13 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     nb = jupytext.read(path)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
+    before = snapshot(path.parent)
     client.execute()
-    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])
-              if o.get("output_type") == "error"]
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    errors = [o for cell in code for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    assert os.environ["SFO_NOTEBOOK_SMALL"] == "1"
+    assert all(cell.get("execution_count") for cell in code), "every code cell ran"
+    assert snapshot(path.parent) == before, "the notebook wrote into notebooks/ instead of SFO_NOTEBOOK_OUT"
+    if "SFO_NOTEBOOK_OUT" in path.read_text():
+        assert any(tmp_path.iterdir()), "the notebook reads SFO_NOTEBOOK_OUT but wrote nothing there"
+

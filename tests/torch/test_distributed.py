@@ -54,23 +54,23 @@ def single_process():
     torch.set_num_threads(1)
     try:
         model, sched, loop = ddp_worker.setup(DistributedContext())
-        norms = []
+        norms, sizes = [], []
         for _ in range(ddp_worker.STEPS):
-            loop.step()
+            sizes.append(loop.step().samples)
             norms.append(sched.last_norm)
     finally:
         torch.set_num_threads(threads)
-    return model, sched, norms
+    return model, sched, norms, sizes
 
 
 def test_two_gloo_ranks_match_one_process_with_accumulation(ranks, single_process):
     """Same stage transitions at the same steps, same measured norms and parameters to float64 rounding."""
     _, results = ranks
-    model, sched, norms = single_process
+    model, sched, norms, sizes = single_process
     steps = [t["step"] for t in sched.transitions]
     assert len(steps) >= 3 and steps[0] > ddp_worker.SCHEDULE["tau"], "a few stages, with failed checks before"
-    assert any(t["b"] % WORLD for t in sched.transitions) or ddp_worker.SCHEDULE["b0"] % WORLD, \
-        "some global batch is not divisible by the world size"
+    assert {b % WORLD for b in sizes} == {0, 1}, \
+        "the run's global batches split both evenly and unevenly over the ranks"
     for res in results:
         assert [(t["step"], t["stage"], t["b"]) for t in res["transitions"]] == \
                [(t["step"], t["stage"], t["b"]) for t in sched.transitions]
