@@ -257,7 +257,8 @@ def derive_polynomial_growth(regime: str, per: str = "step") -> PolynomialGrowth
     Per step, Σ_t η_t = ηT and Σ_t η²/b_t = η² Σ_{t<T} (a t + b₀)^{−c}, so the bound is
     (C₁ + C₂ Σ_{t<T}(a t + b₀)^{−c}) / T. Per stage, Σ_t η_t = ηKM and the bound is
     (C₁/K + C₂ Σ_{m<M}(a m + b₀)^{−c}) / M: the same orders in M (the stage form
-    b_m = b₀ + a m of THEORY.md is the ``"linear"`` regime). Regimes (s > 0):
+    b_m = b₀ + a m of Algorithm 2's linear scheduler is the ``"linear"`` regime; docs/theory.md,
+    "Proposition 1"). Regimes (s > 0):
 
     ============= =========== ============
     regime        c           rate

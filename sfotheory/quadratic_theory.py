@@ -12,7 +12,7 @@ after the stage starts at t₀,
     a_i = 1 - \eta\lambda_i, \quad c_i = \frac{\eta\, s_i^2\, \varphi(b)}{b\,\lambda_i\,(2 - \eta\lambda_i)},
 
 and stages compose (the end of one is the start of the next). From t₀ = 0 with
-v = 0 this is the issue's closed form
+v = 0 this is the closed form
 E[(λ_i x_{i,t})²] = λ_i² a_i^{2t} x_{i,0}² + λ_i² c_i (1 − a_i^{2t}). Since x_t is
 Gaussian,
 

@@ -42,7 +42,8 @@ on the norm the caller measured at that point. The torch scheduler measures
 after ``optimizer.step()`` (the norm at θ_{t+1}; the new (b, η) are used from the
 next step on) or, with ``check_order="before_update"``, at θ_t before the update
 as the authors' code does, so that the update of the triggering step already
-uses η_{m+1}; the rule is the same, only the caller's timing differs.
+uses η_{m+1}; the rule is the same, only the caller's timing differs
+(docs/theory.md, "Order of events", lists both step by step).
 
 Every function also works element-wise on arrays: build a batch of schedules
 with :func:`stack_schedules` and a batch of states with :func:`initial_state`;

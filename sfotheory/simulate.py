@@ -27,7 +27,8 @@ Conventions (stated once, here):
 * Check timing. ``check_order="after_update"`` (default): on a check step the
   rule gets ‖∇f(θ_{t+1})‖ and the new (b, η) apply from step t + 1.
   ``"before_update"``: the authors' order, the norm at θ_t is measured after the
-  batch was drawn and before the update, and the update already uses η_{m+1}.
+  batch was drawn and before the update, and the update already uses η_{m+1}
+  (docs/theory.md, "Order of events").
 * Monitor. ``"exact"`` uses the full gradient (cost ``problem.full_gradient_cost``);
   ``("subsample", s)`` the norm of a fresh gradient over s samples (cost s).
 * Stopping. A row stops at its first hit (``stop_at_hit``), when its next step

@@ -1,6 +1,6 @@
 """Every sympy symbol of the theory, declared once with its assumptions.
 
-Legend (the paper's notation, arXiv 2508.05302 and ``THEORY.md``):
+Legend (the paper's notation, arXiv 2508.05302; docs/theory.md, "Setting"):
 
 ======== ===================== ==========================================
 symbol   name here             meaning

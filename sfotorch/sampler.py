@@ -36,10 +36,9 @@ for the next batch. Prefetched work is therefore never of the wrong size. With
 ``num_workers=0`` nothing is prefetched and each batch π_e[p : p + b] is fetched
 and collated directly, exactly as ``DataLoader`` would.
 
-Sharding (for the later DDP issue): the state is global (position in samples over
-the whole permutation, global batch b), so a rank r of w can take the positions
-p ≡ r (mod w) of each global batch; chunks then run over the rank's own positions,
-which still do not depend on b. Not implemented yet.
+Sharding: the state is global (position in samples over the whole permutation,
+global batch b), so a rank r of w can take the positions p ≡ r (mod w) of each
+global batch; :class:`~sfotorch.distributed.ShardedLoader` is that view.
 
 >>> import torch
 >>> data = torch.utils.data.TensorDataset(torch.arange(10))

@@ -16,7 +16,7 @@ from sfotheory.simulate import schedule_sequence, simulate
 
 
 def proposition1_bound(L, sigma2, gap, lrs, bs, eta_max=None):
-    """B_T + V_T of Proposition 1 (THEORY.md) for the steps t < T, written out here for the test."""
+    """B_T + V_T of Proposition 1 (docs/theory.md, "Proposition 1") for the steps t < T, written out here."""
     lrs, bs = np.asarray(lrs, float), np.asarray(bs, float)
     eta_max = lrs.max() if eta_max is None else eta_max
     s = lrs.sum()
