@@ -6,7 +6,7 @@ Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, 
 :class:`StageScheduler`   the torch.optim-style shell around the rule (``step()`` after
                           ``optimizer.step()``, ``get_last_lr()``, ``state_dict()``)
 :class:`ResizableLoader`  batches whose size changes at the very next batch, also with workers
-``monitors``              exact, subsampled and debiased ‖∇f(θ)‖ (:mod:`sfotorch.monitors`)
+``monitors``              exact, subsampled, sequential and debiased ‖∇f(θ)‖ (:mod:`sfotorch.monitors`)
 :class:`TrainingLoop`     batch → micro-batches → non-finite policy → update → rule → checkpoint
 ``distributed``           DDP with exact global sums (:mod:`sfotorch.distributed`)
 ``checkpoint``            atomic, verified checkpoints (:mod:`sfotorch.checkpoint`)
@@ -25,6 +25,7 @@ _EXPORTS = {
     "ExactMonitor": "monitors",
     "Measurement": "monitors",
     "ResizableLoader": "sampler",
+    "SequentialMonitor": "monitors",
     "StageScheduler": "scheduler",
     "SubsampledMonitor": "monitors",
     "TrainingLoop": "loop",

@@ -14,7 +14,7 @@ table        what it sets
 [optimizer]  plain SGD (momentum and weight decay default to 0, as in the paper)
 [schedule]   the policy of :data:`sfotorch.scheduler.POLICIES` and the keyword arguments of its
              :mod:`sfotheory.rule` constructor (b0, eta0, eps0, delta, gamma, tau, b_max, …)
-[monitor]    how ‖∇f(θ)‖ is measured on check steps: exact, subsampled or debiased
+[monitor]    how ‖∇f(θ)‖ is measured on check steps: exact, subsampled, sequential or debiased
 [train]      length (epochs, or steps / samples), micro-batch cap, non-finite policy
 [eval]       test-set evaluation: at every check or every k epochs
 ===========  ==================================================================================
@@ -155,13 +155,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_unstable": Key("bool", None, help="allow γ ≥ √δ"),
     },
     "monitor": {
-        "kind": Key("choice", "exact", choices=("exact", "subsampled", "debiased"),
-                    help="exact: n evaluations per check; subsampled: sample_size; debiased: 0"),
+        "kind": Key("choice", "exact", choices=("exact", "subsampled", "sequential", "debiased"),
+                    help="exact: n evaluations per check; subsampled: sample_size; sequential: initial_size "
+                         "doubled until ‖∇f‖ ≤ eps_m or > eps_m is decided (at most n); debiased: 0"),
         "batch_size": Key("int", 1024, low=1, help="chunk of the measuring pass (memory only)"),
         "sample_size": Key("int", 0, low=0, help="subsampled: samples per check (s)"),
         "fresh": Key("bool", True, help="subsampled: a new subset at every check"),
         "bound": Key("choice", "gaussian", choices=("markov", "gaussian"), help="subsampled: margin bound"),
-        "confidence": Key("float", 0.95, low=0.0, high=1.0, help="level of the reported interval"),
+        "confidence": Key("float", 0.95, low=0.0, high=1.0, help="level of the reported interval (sequential: "
+                          "the probability of a right decision)"),
+        "initial_size": Key("int", 256, low=1, help="sequential: s_0, the samples of the first look"),
+        "blocks": Key("int", 16, low=3, help="sequential: k blocks of the subset for the jackknife standard error"),
         "micro_batches": Key("int", 4, low=2, help="debiased/subsampled: k micro-batches for tr Σ̂"),
         "beta": Key("float", 0.0, low=0.0, high=1.0, help="debiased: EMA decay (0: window mean since the last check)"),
         "stats_every": Key("int", 0, low=0, help="debiased: tr Σ̂ on one step in stats_every, at most tau "
@@ -319,6 +323,11 @@ def _cross_check(cfg: dict, where: str) -> None:
     mon = cfg["monitor"]
     if schedule.trigger == "norm" and mon["kind"] == "subsampled" and mon["sample_size"] < 2:
         fail("monitor.sample_size", where, ">= 2 with monitor.kind = 'subsampled'", mon["sample_size"])
+    if mon["kind"] == "sequential" and not 0.0 < mon["confidence"] < 1.0:
+        fail("monitor.confidence", where, "> 0 and < 1 with monitor.kind = 'sequential'", mon["confidence"])
+    if mon["kind"] == "sequential" and mon["initial_size"] < mon["blocks"]:
+        fail("monitor.initial_size", where, f">= monitor.blocks = {mon['blocks']} (every block holds a sample at "
+             "the first look)", mon["initial_size"])
     if mon["kind"] == "debiased" and mon["beta"] >= 1.0:
         fail("monitor.beta", where, "< 1 (0 for the window mean)", mon["beta"])
     tau = getattr(schedule, "tau", None)

@@ -72,6 +72,7 @@ _TABLES_FIXED_ON_RESUME = ("data", "model", "optimizer", "schedule", "monitor")
 #: run's monitor never read, e.g. stats_every for an exact monitor, may change between versions)
 _MONITOR_KEYS = {"exact": ("kind", "batch_size"),
                  "subsampled": ("kind", "batch_size", "sample_size", "fresh", "bound", "confidence", "micro_batches"),
+                 "sequential": ("kind", "batch_size", "initial_size", "blocks", "confidence"),
                  "debiased": ("kind", "micro_batches", "beta", "confidence", "stats_every", "variance_source")}
 
 
@@ -383,7 +384,7 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
     from .datasets import DATASETS, load_dataset
     from .loop import TrainingLoop
     from .models import build_model
-    from .monitors import DebiasedMonitor, ExactMonitor, SubsampledMonitor
+    from .monitors import DebiasedMonitor, ExactMonitor, SequentialMonitor, SubsampledMonitor
     from .monitors.per_sample_norms import unsupported_modules
     from .sampler import ResizableLoader
     from .scheduler import StageScheduler
@@ -424,6 +425,10 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
                                     fresh=mon["fresh"], seed=seed, confidence=mon["confidence"], bound=mon["bound"],
                                     micro_batches=mon["micro_batches"], batch_size=mon["batch_size"], device=device,
                                     transform=transform)
+    elif mon["kind"] == "sequential":
+        monitor = SequentialMonitor(model, unaugmented, loss_fn, initial_size=mon["initial_size"], blocks=mon["blocks"],
+                                    confidence=mon["confidence"], seed=seed, batch_size=mon["batch_size"],
+                                    device=device, transform=transform)
     else:
         source = mon["variance_source"]
         if source == "auto":

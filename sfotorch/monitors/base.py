@@ -44,6 +44,7 @@ from torch import nn
 from sfotheory.validation import ParameterTypeError, check_choice, fail
 
 __all__ = [
+    "DatasetMonitor",
     "GradientNormMonitor",
     "Measurement",
     "REDUCTIONS",
@@ -144,6 +145,41 @@ class GradientNormMonitor:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class DatasetMonitor(GradientNormMonitor):
+    """A monitor that computes gradients on the (un-augmented) training set it is given: the options
+    of that pass, validated once, and :meth:`chunks` over any subset of it.
+
+    Parameters: ``model``, ``dataset``, ``loss_fn``, ``batch_size``, ``reduction``, ``device``,
+    ``transform``, ``num_workers`` as for :class:`~sfotorch.monitors.exact.ExactMonitor`; ``where``
+    names the subclass in error messages.
+    """
+
+    def __init__(self, model: nn.Module, dataset, loss_fn, *, where: str, batch_size: int, reduction: str | None,
+                 device, transform, num_workers: int):
+        self.params = trainable_parameters(model, where)
+        self.model = model
+        self.dataset = as_dataset(dataset, where)
+        self.n = len(self.dataset)
+        self.loss_fn = loss_fn
+        self.reduction = resolve_reduction(loss_fn, reduction, where)
+        self.batch_size = check_count(batch_size, "batch_size", where, low=1)
+        self.num_workers = check_count(num_workers, "num_workers", where, low=0)
+        self.device = torch.device(device) if device is not None else self.params[0].device
+        if transform is not None and not callable(transform):
+            fail("transform", where, "None or a deterministic callable on a batch of inputs", transform,
+                 cls=ParameterTypeError)
+        self.transform = transform
+
+    def chunks(self, indices):
+        """``(inputs, targets)`` of ``dataset[indices]`` (``None``: all of it), at most ``batch_size`` at a time,
+        on the device and transformed."""
+        for inputs, targets in iterate_batches(self.dataset, indices, self.batch_size, num_workers=self.num_workers):
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+            if self.transform is not None:
+                inputs = self.transform(inputs)
+            yield inputs, targets
 
 
 # -- loss convention ---------------------------------------------------------------------------------

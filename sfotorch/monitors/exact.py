@@ -28,24 +28,13 @@ import math
 import torch
 from torch import nn
 
-from sfotheory.validation import ParameterTypeError, fail
-
-from .base import (
-    GradientNormMonitor,
-    Measurement,
-    as_dataset,
-    check_count,
-    iterate_batches,
-    leave_no_trace,
-    resolve_reduction,
-    trainable_parameters,
-)
+from .base import DatasetMonitor, Measurement, leave_no_trace
 from .moments import GradientMoments, group_gradient, loss_scale
 
 __all__ = ["ExactMonitor"]
 
 
-class ExactMonitor(GradientNormMonitor):
+class ExactMonitor(DatasetMonitor):
     """‖∇f(θ)‖ of the empirical loss f = (1/n) Σ fᵢ over the whole (un-augmented) dataset.
 
     Parameters
@@ -65,21 +54,9 @@ class ExactMonitor(GradientNormMonitor):
 
     def __init__(self, model: nn.Module, dataset, loss_fn, *, batch_size: int = 1024, reduction: str | None = None,
                  device=None, transform=None, num_workers: int = 0, name: str = "exact"):
-        where = "ExactMonitor"
-        self.params = trainable_parameters(model, where)
-        self.model = model
-        self.dataset = as_dataset(dataset, where)
-        self.loss_fn = loss_fn
-        self.reduction = resolve_reduction(loss_fn, reduction, where)
-        self.batch_size = check_count(batch_size, "batch_size", where, low=1)
-        self.num_workers = check_count(num_workers, "num_workers", where, low=0)
-        self.device = torch.device(device) if device is not None else self.params[0].device
-        if transform is not None and not callable(transform):
-            fail("transform", where, "None or a deterministic callable on a batch of inputs", transform,
-                 cls=ParameterTypeError)
-        self.transform = transform
+        super().__init__(model, dataset, loss_fn, where="ExactMonitor", batch_size=batch_size, reduction=reduction,
+                         device=device, transform=transform, num_workers=num_workers)
         self.name = name
-        self.n = len(self.dataset)
 
     def gradient(self) -> list[torch.Tensor]:
         """∇f(θ) itself (float64 tensors shaped like the trainable parameters), with no trace."""
@@ -88,11 +65,7 @@ class ExactMonitor(GradientNormMonitor):
     def _moments(self) -> GradientMoments:
         mom = GradientMoments(self.params)
         with leave_no_trace(self.model):
-            for inputs, targets in iterate_batches(self.dataset, None, self.batch_size,
-                                                   num_workers=self.num_workers):
-                inputs, targets = inputs.to(self.device), targets.to(self.device)
-                if self.transform is not None:
-                    inputs = self.transform(inputs)
+            for inputs, targets in self.chunks(None):
                 grads, _ = group_gradient(self.model, self.params, self.loss_fn, inputs, targets)
                 mom.add(grads, inputs.shape[0], loss_scale(self.reduction, inputs.shape[0]))
         return mom

@@ -50,16 +50,7 @@ from torch import nn
 
 from sfotheory.validation import ParameterTypeError, check_choice, check_in_range, fail
 
-from .base import (
-    GradientNormMonitor,
-    Measurement,
-    as_dataset,
-    check_count,
-    iterate_batches,
-    leave_no_trace,
-    resolve_reduction,
-    trainable_parameters,
-)
+from .base import DatasetMonitor, Measurement, check_count, leave_no_trace
 from .moments import GradientMoments, group_gradient, loss_scale, per_sample_gradients, refuse_batch_coupled
 
 __all__ = ["SubsampledMonitor", "confidence_radius"]
@@ -81,7 +72,7 @@ def confidence_radius(trace_c: float, confidence: float, bound: str) -> float:
     return NormalDist().inv_cdf(1.0 - alpha / 2.0) * math.sqrt(trace_c)
 
 
-class SubsampledMonitor(GradientNormMonitor):
+class SubsampledMonitor(DatasetMonitor):
     """‖∇f(θ)‖ from a subset of s samples (fixed or fresh), with a confidence margin.
 
     Parameters (beyond those of :class:`~sfotorch.monitors.exact.ExactMonitor`)
@@ -102,12 +93,8 @@ class SubsampledMonitor(GradientNormMonitor):
                  reduction: str | None = None, device=None, transform=None, num_workers: int = 0,
                  name: str | None = None):
         where = "SubsampledMonitor"
-        self.params = trainable_parameters(model, where)
-        self.model = model
-        self.dataset = as_dataset(dataset, where)
-        self.n = len(self.dataset)
-        self.loss_fn = loss_fn
-        self.reduction = resolve_reduction(loss_fn, reduction, where)
+        super().__init__(model, dataset, loss_fn, where=where, batch_size=batch_size, reduction=reduction,
+                         device=device, transform=transform, num_workers=num_workers)
         self.sample_size = check_count(sample_size, "sample_size", where, low=1, high=self.n,
                                        reason=f"a subset of the n = {self.n} training samples")
         if not isinstance(fresh, bool):
@@ -131,13 +118,6 @@ class SubsampledMonitor(GradientNormMonitor):
             self.micro_batches = check_count(micro_batches, "micro_batches", where, low=low, high=self.sample_size,
                                              reason=f"k groups of the s = {self.sample_size} sampled samples")
         self.debias = bool(debias)
-        self.batch_size = check_count(batch_size, "batch_size", where, low=1)
-        self.num_workers = check_count(num_workers, "num_workers", where, low=0)
-        self.device = torch.device(device) if device is not None else self.params[0].device
-        if transform is not None and not callable(transform):
-            fail("transform", where, "None or a deterministic callable on a batch of inputs", transform,
-                 cls=ParameterTypeError)
-        self.transform = transform
         self.name = name or f"subsampled({'fresh' if fresh else 'fixed'}, s={self.sample_size})"
         self.calls = 0
 
@@ -159,25 +139,18 @@ class SubsampledMonitor(GradientNormMonitor):
 
     # -- measurement ----------------------------------------------------------------------------------
 
-    def _chunks(self, indices):
-        for inputs, targets in iterate_batches(self.dataset, indices, self.batch_size, num_workers=self.num_workers):
-            inputs, targets = inputs.to(self.device), targets.to(self.device)
-            if self.transform is not None:
-                inputs = self.transform(inputs)
-            yield inputs, targets
-
     def _moments(self, indices) -> GradientMoments:
         mom = GradientMoments(self.params)
         with leave_no_trace(self.model):
             if self.variance_source == "per_sample":
                 refuse_batch_coupled(self.model, "SubsampledMonitor")
-                for inputs, targets in self._chunks(indices):
+                for inputs, targets in self.chunks(indices):
                     grads, _ = per_sample_gradients(self.model, self.params, self.loss_fn, inputs, targets)
                     mom.add_per_sample(grads)
                 return mom
             for group in torch.tensor_split(indices, self.micro_batches):
                 total = None        # S_j, summed over the chunks of the group
-                for inputs, targets in self._chunks(group):
+                for inputs, targets in self.chunks(group):
                     grads, _ = group_gradient(self.model, self.params, self.loss_fn, inputs, targets)
                     scale = loss_scale(self.reduction, inputs.shape[0])
                     grads = [g * scale for g in grads] if scale != 1.0 else list(grads)
