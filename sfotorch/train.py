@@ -38,6 +38,7 @@ optional ``torch.compile``. Each of these can be forced on CPU as well (``run.am
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.metadata
 import json
@@ -416,6 +417,13 @@ def build_components(cfg: dict, seed: int, env: dict, checkpoint_path: str | Non
     loss_fn = torch.nn.CrossEntropyLoss()
     unaugmented = train_data.without_augmentation()
     n = len(train_data)
+    b0 = cfg["schedule"]["b0"]
+    if b0 > n:          # the loader would refuse it, naming its own batch_size
+        where = f"the config {cfg.get('_source', '<text>')}"
+        why = "a batch of b0 samples is drawn without replacement from one epoch"
+        if data["subset"]:
+            fail("data.subset", where, f">= schedule.b0 = {b0}", data["subset"], reason=why)
+        fail("schedule.b0", where, f"<= the {n} training samples of {data['dataset']}", b0, reason=why)
     debiased = None
     if mon["kind"] == "exact":
         monitor = ExactMonitor(model, unaugmented, loss_fn, batch_size=mon["batch_size"], device=device,
@@ -498,43 +506,74 @@ def train_seed(cfg: dict, seed: int, run_dir: str, *, resume: bool = False, prog
     The process's torch thread count is set for the run (``run.threads``) and restored after it.
     """
     env = resolve_device(cfg)
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(env["threads"])
+    with _torch_threads(env["threads"]):
+        prepared = _prepare_seed(cfg, seed, run_dir, env, resume=resume)
+        return _train_seed(cfg, seed, prepared, env, progress_stream=progress_stream, on_step=on_step)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """The process's torch thread count set to ``threads`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        return _train_seed(cfg, seed, run_dir, env, resume=resume, progress_stream=progress_stream, on_step=on_step)
+        yield
     finally:
-        torch.set_num_threads(threads_before)
+        torch.set_num_threads(before)
 
 
-def _train_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool, progress_stream, on_step) -> dict:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .loop import DivergedError
+@dataclass
+class _PreparedSeed:
+    """One seed's run, built and (on --resume) loaded from its checkpoint; nothing written yet."""
 
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir: str
+    built: Components
+    log: RunLog
+    extra: dict
+    resuming: bool
+    tensorboard_dir: str | None
+
+
+def _prepare_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool) -> _PreparedSeed:
+    """Everything that can refuse one seed's run, done before anything is written: a folder that
+    holds a run (without ``resume``), TensorBoard, the data, the model and the checkpoint's fit."""
+    from .checkpoint import load_checkpoint
+
     log_path = os.path.join(run_dir, "log.jsonl")
     ckpt = os.path.join(run_dir, "checkpoint.pt")
-    resuming = resume and os.path.exists(ckpt)
     if not resume and os.path.exists(log_path):
         fail("--out", "sfo train", "a folder without a previous run (or pass --resume to continue it)", run_dir,
              reason=f"{log_path} exists")
+    tensorboard_dir = _tensorboard_dir(cfg, run_dir)
     log = RunLog(log_path)
     built = build_components(cfg, seed, env, ckpt, log)
-    n = len(built.train_data)
-    sched, loop, loader = built.scheduler, built.loop, built.loader
     extra = {"window_loss": 0.0, "window_samples": 0, "last_eval_step": -1, "last_eval": {}, "time": 0.0,
              "check_s": 0.0}
-    start_step = 0
-    if resuming:
-        content = load_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=sched,
-                                  loader=loader, context=loop.context)
+    resuming = resume and os.path.exists(ckpt)
+    if resuming:     # load_checkpoint checks everything before it changes anything in memory
+        content = load_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=built.scheduler,
+                                  loader=built.loader, context=built.loop.context)
         if content.get("loop") is not None:
-            loop.load_state_dict(content["loop"])
+            built.loop.load_state_dict(content["loop"])
         extra.update(content.get("extra") or {})
-        start_step = loop.steps
+    return _PreparedSeed(run_dir, built, log, extra, resuming, tensorboard_dir)
+
+
+def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, progress_stream, on_step) -> dict:
+    from .checkpoint import save_checkpoint
+    from .loop import DivergedError
+
+    run_dir, built, log, extra = prepared.run_dir, prepared.built, prepared.log, prepared.extra
+    resuming = prepared.resuming
+    log_path, ckpt = log.path, os.path.join(run_dir, "checkpoint.pt")
+    n = len(built.train_data)
+    sched, loop, loader = built.scheduler, built.loop, built.loader
+    start_step = loop.steps
+    os.makedirs(run_dir, exist_ok=True)
+    if resuming:
         dropped = (_truncate_log(log_path, start_step, extra.get("log_start"), extra.get("log_record"))
                    if os.path.exists(log_path) else 0)
-    tb_dir = _tensorboard_dir(cfg, run_dir)
-    log.open(n, mode="a" if resuming else "w", tensorboard_dir=tb_dir,
+    log.open(n, mode="a" if resuming else "w", tensorboard_dir=prepared.tensorboard_dir,
              purge_step=int(sched.state.samples) if resuming else None, time_offset=extra["time"])
     built.monitor.seconds = extra["check_s"]
     info_env = {"device": str(env["device"]), "threads": env["threads"], "amp": env["amp"],
@@ -713,6 +752,8 @@ def train(cfg: dict, *, out_dir: str | None = None, seeds=None, resume: bool = F
 
     Returns ``{"out_dir", "runs": [summary rows], "mean": {...}, "std": {...}}``; writes
     ``out_dir/config.toml`` and ``out_dir/summary.csv`` (one row per seed, then 'mean' and 'std').
+    A refused run writes nothing: the folder, the configuration, the data, TensorBoard and (with
+    ``resume``) every seed's checkpoint are checked before the first file is written.
     """
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
     cfg["run"] = dict(cfg["run"])
@@ -723,17 +764,29 @@ def train(cfg: dict, *, out_dir: str | None = None, seeds=None, resume: bool = F
         cfg["run"]["seeds"] = seeds
     out_dir = out_dir or cfg["run"]["out_dir"] or os.path.join("runs", cfg["run"]["name"])
     cfg["run"]["out_dir"] = out_dir
-    os.makedirs(out_dir, exist_ok=True)
+    seeds = cfg["run"]["seeds"]
+    run_dirs = [os.path.join(out_dir, f"seed{seed}") for seed in seeds]
+    # Refused work writes nothing: every seed is built (and loaded from its checkpoint on --resume)
+    # before the first file is written. The later seeds' builds are checks only, made before the
+    # first seed's, whose build then runs (building seeds the RNGs, so each run starts as built).
     if resume:
         _check_resumable(cfg, out_dir)
-    with open(os.path.join(out_dir, "config.toml"), "w", encoding="utf-8") as fh:
-        fh.write(config_to_toml(cfg, header=f"resolved from {cfg.get('_source')} by sfo train"))
-    if cfg.get("_source") and os.path.isfile(cfg["_source"]):
-        shutil.copyfile(cfg["_source"], os.path.join(out_dir, "config.source.toml"))
+    env = resolve_device(cfg)
     rows = []
-    for seed in cfg["run"]["seeds"]:
-        rows.append(train_seed(cfg, seed, os.path.join(out_dir, f"seed{seed}"), resume=resume,
-                               progress_stream=progress_stream, on_step=on_step))
+    with _torch_threads(env["threads"]):
+        for seed, run_dir in list(zip(seeds, run_dirs))[1:]:
+            _prepare_seed(cfg, seed, run_dir, env, resume=resume)
+        prepared = _prepare_seed(cfg, seeds[0], run_dirs[0], env, resume=resume)
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "config.toml"), "w", encoding="utf-8") as fh:
+            fh.write(config_to_toml(cfg, header=f"resolved from {cfg.get('_source')} by sfo train"))
+        if cfg.get("_source") and os.path.isfile(cfg["_source"]):
+            shutil.copyfile(cfg["_source"], os.path.join(out_dir, "config.source.toml"))
+        for i, (seed, run_dir) in enumerate(zip(seeds, run_dirs)):
+            if i:
+                prepared = _prepare_seed(cfg, seed, run_dir, env, resume=resume)
+            rows.append(_train_seed(cfg, seed, prepared, env, progress_stream=progress_stream, on_step=on_step))
+            prepared = None          # this seed's model and data go before the next seed's are built
     mean, std = {}, {}
     for key in SUMMARY_FIELDS:
         mean[key], std[key] = _mean_std([r.get(key) for r in rows])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import statistics
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from sfotorch.config import apply_overrides, load_config, load_config_text
 from sfotorch.datasets import write_cifar, write_fashion_mnist
 from sfotorch.sfolog import read_log
 from sfotorch.train import Progress, train
+from tests.snapshot import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DETERMINISTIC = ("kind", "step", "samples", "check_samples", "stage", "b", "eta", "norm", "event", "test_loss",
@@ -196,15 +199,6 @@ def test_a_cifar_config_runs_on_generated_cifar_files(tmp_path, capsys):
     assert log[-1]["kind"] == "end" and log[-1]["status"] == "finished"
 
 
-def test_missing_cifar_is_one_line_naming_where_it_looked(tmp_path, capsys):
-    where = tmp_path / "nowhere"
-    assert main(["train", "--config", os.path.join(ROOT, "configs", "cifar100_densenet_adaptive.toml"),
-                 "--out", str(tmp_path / "run"), "--set", f"data.root={where}"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert str(where / "cifar-100-python") in err and "looked in" in err and "downloaded" in err
-
-
 @pytest.mark.parametrize("monitor", ["exact", "debiased"])
 def test_bf16_autocast_and_channels_last_code_paths_run_on_cpu(config_file, tmp_path, monitor):
     # debiased: the per-sample-norm hooks see a float32 layer input and a bf16 output gradient
@@ -248,15 +242,116 @@ def test_tensorboard_event_files_are_written_when_installed(config_file, tmp_pat
     assert any(f.startswith("events.out.tfevents") for f in files)
 
 
-def test_tensorboard_on_without_the_package_is_refused(config_file, tmp_path):
-    try:
-        import tensorboard  # noqa: F401
-        pytest.skip("tensorboard is installed")
-    except ImportError:
-        pass
-    cfg = apply_overrides(load_config(config_file), ["run.tensorboard=on"])
-    with pytest.raises(Exception, match="'run.tensorboard'.*not installed"):
-        train(cfg, out_dir=str(tmp_path / "tb"))
+# -- refused work writes nothing ------------------------------------------------------------------------
+
+def refused(args, folder, capsys) -> str:
+    """``sfo train ARGS``: exit code 2, one line on stderr, and ``folder`` as it was (paths and bytes)."""
+    capsys.readouterr()
+    before = snapshot(folder)
+    assert main(["train", "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sfo train: error: "), err
+    assert snapshot(folder) == before
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_runs(tmp_path_factory, fashion):
+    """A finished run, and runs of another model and of other schedule arguments (checkpoints to swap in)."""
+    root = tmp_path_factory.mktemp("finished")
+    config = root / "tiny.toml"
+    config.write_text(config_text(fashion))
+    runs = {"same": [], "other model": ["--set", "model.options={batch_norm=true}"],
+            "other schedule": ["--set", "schedule.eps0=3.0"]}
+    for name, extra in runs.items():
+        assert main(["train", "--config", str(config), "--out", str(root / name), "--quiet",
+                     "--set", "train.max_steps=2", *extra]) == 0
+    return config, root
+
+
+@pytest.mark.parametrize("case, checkpoint, args, expect", [
+    ("a changed key without --resume", None, ["--set", "schedule.b0=8"], ["--resume", "log.jsonl exists"]),
+    ("a checkpoint of another model", "other model", ["--resume"], ["'model' parameter of load_checkpoint",
+                                                                    "features.1.running_mean"]),
+    ("a truncated checkpoint", "truncated", ["--resume"], ["'path' parameter of read_checkpoint", "truncated"]),
+    ("a checkpoint of other schedule arguments", "other schedule", ["--resume"],
+     ["'scheduler' parameter of load_checkpoint", "'eps0': {'saved': 3.0, 'here': 10.0}"]),
+])
+def test_a_refused_run_leaves_a_finished_run_as_it_was(finished_runs, tmp_path, capsys, case, checkpoint, args,
+                                                       expect):
+    config, root = finished_runs
+    out = tmp_path / "run"
+    shutil.copytree(root / "same", out)
+    ckpt = out / "seed0" / "checkpoint.pt"
+    good = ckpt.read_bytes()
+    if checkpoint == "truncated":
+        ckpt.write_bytes(good[:len(good) // 2])
+    elif checkpoint is not None:
+        shutil.copyfile(root / checkpoint / "seed0" / "checkpoint.pt", ckpt)
+    # train.max_steps may change on --resume, so config.toml would differ if it were written
+    err = refused(["--config", str(config), "--out", str(out), "--set", "train.max_steps=3", *args], tmp_path,
+                  capsys)
+    assert all(part in err for part in expect), err
+    ckpt.write_bytes(good)                    # the run, untouched, still resumes
+    assert main(["train", "--config", str(config), "--out", str(out), "--quiet", "--resume",
+                 "--set", "train.max_steps=3"]) == 0
+    assert read_log(out / "seed0" / "log.jsonl")[-1]["step"] == 3
+
+
+def test_a_bad_checkpoint_of_a_later_seed_refuses_the_run_before_the_first_seed_starts(config_file, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "seeds"
+    assert main(["train", "--config", str(config_file), "--out", str(out), "--quiet", "--seeds", "0", "1",
+                 "--set", "train.max_steps=2"]) == 0
+    ckpt = out / "seed1" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    err = refused(["--config", str(config_file), "--out", str(out), "--seeds", "0", "1", "--resume",
+                   "--set", "train.max_steps=4"], tmp_path, capsys)
+    assert str(ckpt) in err
+
+
+def _cifar_without_batch_1(root):
+    write_cifar(root, "cifar10", train_size=20, test_size=10, seed=1)
+    next(root.rglob("data_batch_1")).unlink()
+    return root
+
+
+def _truncated_fashion(root, fashion):
+    shutil.copytree(fashion, root)
+    images = next(root.rglob("train-images*"))
+    images.write_bytes(images.read_bytes()[:100])
+    return root
+
+
+def _without_tensorboard(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)     # `import tensorboard` raises ImportError
+
+
+CIFAR10 = os.path.join(ROOT, "configs", "cifar10_resnet18_adaptive.toml")
+
+
+@pytest.mark.parametrize("case, config, setup, sets, expect", [
+    ("a missing CIFAR folder", CIFAR10, lambda tmp, fashion: tmp / "nowhere", [],
+     ["'root' parameter of load_dataset('cifar10')", "nowhere/cifar-10-batches-py", "looked in", "downloaded"]),
+    ("a missing CIFAR batch file", CIFAR10, lambda tmp, fashion: _cifar_without_batch_1(tmp / "cifar"), [],
+     ["'root' parameter of load_dataset('cifar10')", "missing: data_batch_1"]),
+    ("a truncated Fashion-MNIST file", None, lambda tmp, fashion: _truncated_fashion(tmp / "fashion", fashion), [],
+     ["'root' parameter of load_dataset('fashion_mnist')", "malformed"]),
+    ("data.subset smaller than b0", None, lambda tmp, fashion: fashion, ["data.subset=3"],
+     ["The 'data.subset' parameter of the config", "must be >= schedule.b0 = 4", "Got data.subset=3 instead"]),
+    ("run.tensorboard = on without the package", None, lambda tmp, fashion: fashion, ["run.tensorboard=on"],
+     ["'run.tensorboard' parameter", "not installed", "Got run.tensorboard='on' instead"]),
+])
+def test_bad_data_or_environment_refuses_the_run_before_any_file_is_written(
+        config_file, fashion, tmp_path, capsys, monkeypatch, case, config, setup, sets, expect):
+    data_root = setup(tmp_path / "data", fashion)
+    if "tensorboard" in case:
+        _without_tensorboard(monkeypatch)
+    args = ["--config", str(config or config_file), "--out", str(tmp_path / "run"),
+            "--set", f"data.root={data_root}", *[a for key in sets for a in ("--set", key)]]
+    err = refused(args, tmp_path, capsys)
+    assert not (tmp_path / "run").exists()
+    assert all(part in err for part in expect), err
 
 
 def test_compile_with_the_eager_backend_runs_through_stage_changes_and_changes_no_number(
