@@ -1,4 +1,7 @@
-"""``sfo theory``: the closed-form numbers of Propositions 1–3 for given constants.
+"""``sfo theory``: the closed-form numbers of Propositions 1 and 2 and the stage law, for given constants.
+
+The formulas and their derivations: docs/theory.md, "Proposition 1", "Proposition 2" and
+"Stage thresholds".
 
     sfo theory --L 1 --sigma2 1 --gap 1 --eta 0.1 --eps 0.5 [--b 64] [--n 50000] [--json]
     sfo theory --paper      # the authors' Algorithm 2 schedule, stage by stage
@@ -114,7 +117,7 @@ def paper_report(L: float | None = None) -> str:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "theory", help="closed-form C1, C2, critical batch size, K(b*), N(b*) (Propositions 1-3)",
+        "theory", help="closed-form C1, C2, critical batch size, K(b*), N(b*) (Propositions 1 and 2)",
         description="Print the closed-form theory for constants L, sigma^2, f(theta_0) - f_*, a learning rate "
                     "and a target eps: C1, C2, the critical batch size b* = 2 C2 / eps^2, K(b*) and N(b*); "
                     "with --b also K(b) and N(b). --paper prints the authors' Algorithm 2 schedule.")
