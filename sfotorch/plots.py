@@ -76,14 +76,18 @@ def plot_runs(run_dirs, out_stem: str, *, x: str = "samples", formats=("png", "p
     from matplotlib.figure import Figure
 
     runs = [load_run(d) for d in find_runs(run_dirs)]
+    for run in runs:
+        if not run["checks"] and not run["evals"]:
+            path = os.path.join(run["dir"], "log.jsonl")
+            kinds = sorted({r.get("kind", "check") for r in read_log(path)})
+            fail("RUN_DIR", "sfo plot", "a folder whose log.jsonl holds 'check' or 'eval' records to draw", run["dir"],
+                 reason=f"{path} holds records of kind {', '.join(kinds)} only" if kinds else f"{path} is empty")
     fig = Figure(figsize=(15, 11), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(3, 3)
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for run, color in zip(runs, colors):
         checks, evals, n = run["checks"], run["evals"], run["n"]
-        if not checks and not evals:
-            continue
         xs = [r[x] for r in checks]
         measured = [(r[x], r["step"], _epoch(r, n), r["norm"]) for r in checks
                     if isinstance(r.get("norm"), (int, float)) and r["norm"] == r["norm"]]

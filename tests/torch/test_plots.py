@@ -9,6 +9,7 @@ import pytest
 from sfotheory.cli import main
 from sfotheory.validation import ParameterError
 from sfotorch.plots import find_runs, load_run, plot_runs
+from tests.snapshot import snapshot
 
 
 def write_run(folder, n=100, stages=((8, 0.1, 0.5), (16, 0.14, 0.354), (32, 0.196, 0.25)), shift=0.0):
@@ -95,3 +96,22 @@ def test_sfo_plot_of_a_missing_folder_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such folder" in err and str(tmp_path / "nothing") in err
+
+
+@pytest.mark.parametrize("content, missing", [
+    (None, "no log.jsonl found there"),
+    ("", "log.jsonl is empty"),
+    ('{"kind": "start", "step": 0, "samples": 0, "n": 100}\n', "log.jsonl holds records of kind start only"),
+])
+def test_sfo_plot_of_a_run_with_nothing_to_draw_says_what_is_missing_and_writes_nothing(tmp_path, capsys, content,
+                                                                                        missing):
+    run = tmp_path / "r" / "seed0"
+    run.mkdir(parents=True)
+    if content is not None:
+        (run / "log.jsonl").write_text(content)
+    before = snapshot(tmp_path)
+    assert main(["plot", str(tmp_path / "r"), "--formats", "png"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sfo plot: error: The 'RUN_DIR' parameter of sfo plot")
+    assert missing in err
+    assert snapshot(tmp_path) == before
