@@ -1,0 +1,249 @@
+"""Benchmark: do the cheap gradient-norm monitors take the exact monitor's stage decisions, and at what cost?
+
+Claims under test (the targets of issue 13): the sequential monitor agrees with the exact norm's
+decision ‖∇f‖ ≤ ε_m on ≥ 95% of checks, makes every stage transition within one check of the exact
+monitor's run, at ≤ 10% of the exact monitor's measurement SFO, and reaches the last threshold at
+≤ 0.6× the exact run's total SFO (training + measurement); the debiased monitor as ``sfo train``
+configures it never advances a stage while the exact norm is above ε_m.
+
+Setup: real Fashion-MNIST (Debian's package, ``sfotorch.datasets.load_dataset``), the first
+``n`` = 10 000 training images, un-augmented; ``sfotorch.models.small_cnn`` with widths 50, 100, 200
+(~228 k parameters; ``--widths 32,64,128`` is sfo train's 94 k one); plain SGD driven by
+:class:`~sfotorch.scheduler.StageScheduler` (Algorithm 2, adaptive_exponential) over a
+:class:`~sfotorch.sampler.ResizableLoader` seeded by the run's seed, in a plain loop; the monitor is
+called by the scheduler after ``optimizer.step()``. Each monitor drives its own run; at every check
+the exact monitor is also run at the same θ ("beside": its time and SFO are *not* charged to the run)
+so that each decision can be compared with the exact one. ``torch.set_num_threads(threads)``.
+
+Monitors: ``exact`` (n per check); ``sequential`` (s_0 = 256 doubled, k = 16 blocks, confidence
+0.95); ``debiased`` as sfo train builds it (per-sample-norm hooks on one step in min(25, τ), the last
+of each window, nothing on the others; window mean; decision on the point estimate, undecided when
+clamped or se > ε_m²/2); ``subsampled`` (fresh s = 1 000, point estimate).
+
+Outputs, per monitor (mean over seeds where it says so): checks and decisions agreeing with the exact
+norm's (%); advances while the exact norm was above ε_m; per stage transition, its check index minus
+the exact monitor's run's (its lag; "·" not reached in one of the runs); measurement SFO / the exact
+run's; total SFO (training + measurement) at the transition past each ε_m, as a ratio to the exact
+run's; wall time of the run (without the exact passes beside) / the exact run's. Last, the targets
+and whether they are met.
+
+Run: ``python benchmarks/bench_decisions.py [--seeds 0,1,2] [--monitors exact,sequential,debiased,subsampled]
+[--train-sfo 300000] [--n 10000] [--tau 200] [--threads 1] [--out FILE]`` (the full run is long: see
+the README's benchmark table). A smoke run in about a minute:
+``python benchmarks/bench_decisions.py --n 600 --train-sfo 4000 --tau 20 --b-max 64 --seeds 0 --widths 8,16,32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+from sfotorch.datasets import load_dataset
+from sfotorch.models import build_model
+from sfotorch.monitors import DebiasedMonitor, ExactMonitor, SequentialMonitor, SubsampledMonitor
+from sfotorch.sampler import ResizableLoader
+from sfotorch.scheduler import StageScheduler
+
+CONFIG = {
+    "n": 10_000,               # training images (the first n)
+    "widths": (50, 100, 200),  # small_cnn channel widths (~228 k parameters for 1×28×28)
+    "b0": 8, "eta0": 0.1, "eps0": 0.5, "delta": 2.0, "gamma": 1.4,   # Algorithm 2 (γ < √δ)
+    "tau": 200,                # steps between checks
+    "b_max": 1024,
+    "train_sfo": 300_000,      # training samples per run (30 epochs of n = 10 000)
+    "chunk": 500,              # batch of the measuring passes (memory only)
+    "sequential": {"initial_size": 256, "blocks": 16, "confidence": 0.95},
+    "subsample": 1000,         # subsampled monitor: s
+    "stats_every": 25,         # debiased: hooks on one step in min(25, τ), as sfo train
+    "threads": 1,
+}
+MONITORS = ("exact", "sequential", "debiased", "subsampled")
+
+
+class Beside:
+    """The run's monitor (timed, charged) and the exact norm at the same θ (not timed, not charged)."""
+
+    uses_threshold = True
+
+    def __init__(self, monitor, exact):
+        self.monitor, self.exact, self.name = monitor, exact, monitor.name
+        self.beside_seconds = 0.0
+        self.checks = []
+
+    def measure(self, threshold):
+        m = (self.monitor.measure(threshold=threshold) if getattr(self.monitor, "uses_threshold", False)
+             else self.monitor.measure())
+        t = time.perf_counter()
+        exact = m.norm if self.monitor is self.exact else self.exact.measure().norm
+        self.beside_seconds += time.perf_counter() - t
+        self.checks.append({"eps": threshold, "norm": m.norm, "below": m.decides_below(threshold),
+                            "exact_norm": exact, "exact_below": exact <= threshold, "undecided": m.undecided})
+        return m
+
+
+def make_monitor(kind, model, loss_fn, data, cfg, seed):
+    """The run's monitor and, for the debiased one, the monitor whose backward the step runs."""
+    if kind == "exact":
+        return ExactMonitor(model, data, loss_fn, batch_size=cfg["chunk"]), None
+    if kind == "sequential":
+        return SequentialMonitor(model, data, loss_fn, seed=seed, batch_size=cfg["chunk"], **cfg["sequential"]), None
+    if kind == "subsampled":
+        return SubsampledMonitor(model, data, loss_fn, sample_size=min(cfg["subsample"], cfg["n"]), seed=seed,
+                                 bound="gaussian", batch_size=cfg["chunk"]), None
+    r = min(cfg["stats_every"], cfg["tau"])
+    mon = DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=cfg["n"],
+                          stats_every=r, stats_phase=r - 1, plain_step_norms=False)
+    return mon, mon
+
+
+def run(kind, cfg, x, y, seed):
+    """One run driven by monitor ``kind``; its checks, transitions, SFO and wall time."""
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", 10, in_channels=1, widths=cfg["widths"])
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["eta0"])
+    monitor, debiased = make_monitor(kind, model, loss_fn, (x, y), cfg, seed)
+    beside = Beside(monitor, monitor if kind == "exact" else ExactMonitor(model, (x, y), loss_fn,
+                                                                         batch_size=cfg["chunk"]))
+    loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=cfg["b0"], seed=seed)
+    sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=beside, b0=cfg["b0"],
+                           eta0=cfg["eta0"], eps0=cfg["eps0"], delta=cfg["delta"], gamma=cfg["gamma"],
+                           tau=cfg["tau"], b_max=cfg["b_max"])
+    start = time.perf_counter()
+    while sched.state.samples < cfg["train_sfo"]:
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            if debiased is not None:
+                loss = debiased.backward(xb, yb)
+            else:
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+            opt.step()
+            checks = len(beside.checks)
+            sched.step(loss=loss)
+            if len(beside.checks) > checks:
+                beside.checks[-1].update(step=int(sched.state.step), event=sched.last_event.name)
+            if sched.state.samples >= cfg["train_sfo"]:
+                break
+    wall = time.perf_counter() - start - beside.beside_seconds      # the exact passes beside: not charged
+    return {"checks": beside.checks, "transitions": list(sched.transitions), "wall": wall,
+            "measure_sfo": int(sched.state.check_samples), "train_sfo": int(sched.state.samples)}
+
+
+def passed(result, tau):
+    """stage m → (check index of the transition past ε_m, total SFO there)."""
+    return {t["stage"] - 1: (t["step"] // tau, t["samples"] + t["check_samples"]) for t in result["transitions"]}
+
+
+def report(results, cfg, kinds, seeds, out):
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return statistics.fmean(values) if values else None
+
+    def fmt(v, spec=".2f"):
+        width = int(spec.split(".")[0] or 0)
+        return "·".rjust(width) if v is None else format(v, spec)
+
+    tau = cfg["tau"]
+    print(f"bench_decisions: Fashion-MNIST n = {cfg['n']}, small_cnn widths {cfg['widths']} "
+          f"({results[(kinds[0], seeds[0])]['params']} parameters), τ = {tau}, b0 = {cfg['b0']}, δ = {cfg['delta']}, "
+          f"γ = {cfg['gamma']}, η0 = {cfg['eta0']}, ε0 = {cfg['eps0']}, b_max = {cfg['b_max']}, "
+          f"{cfg['train_sfo']} training SFO per run, seeds {seeds}, {cfg['threads']} thread(s)", file=out)
+    print(f"\n{'monitor':11} {'checks':>6} {'agree %':>7} {'false adv':>9} {'undecided':>9} {'meas SFO/exact':>14} "
+          f"{'wall/exact':>10}  transition lags in checks (stage: lag per seed)", file=out)
+    summary = {}
+    for kind in kinds:
+        rows = [results[(kind, s)] for s in seeds]
+        checks = [c for r in rows for c in r["checks"]]
+        agree = 100.0 * sum(c["below"] == c["exact_below"] for c in checks) / max(len(checks), 1)
+        false_adv = sum(c["event"] == "ADVANCED" and not c["exact_below"] for c in checks)
+        meas = mean([r["measure_sfo"] / max(results[("exact", s)]["measure_sfo"], 1) for r, s in zip(rows, seeds)])
+        wall = mean([r["wall"] / results[("exact", s)]["wall"] for r, s in zip(rows, seeds)])
+        stages = sorted({m for s in seeds for m in passed(results[("exact", s)], tau)}
+                        | {m for r in rows for m in passed(r, tau)})
+        lags = []
+        for m in stages:
+            per_seed = []
+            for r, s in zip(rows, seeds):
+                mine, ref = passed(r, tau).get(m), passed(results[("exact", s)], tau).get(m)
+                per_seed.append("·" if mine is None or ref is None else f"{mine[0] - ref[0]:+d}")
+            lags.append(f"{m}: {' '.join(per_seed)}")
+        print(f"{kind:11} {len(checks):6d} {agree:7.1f} {false_adv:9d} {sum(c['undecided'] for c in checks):9d} "
+              f"{fmt(meas, '14.3f')} {fmt(wall, '10.2f')}  {'; '.join(lags)}", file=out)
+        summary[kind] = {"agree": agree, "false_adv": false_adv, "meas": meas, "lags": lags, "rows": rows}
+    print("\ntotal SFO (training + measurement) at the transition past ε_m, ratio to the exact run's "
+          "(mean over the seeds where both runs passed ε_m; · none did)", file=out)
+    stages = sorted({m for s in seeds for m in passed(results[("exact", s)], tau)})
+    print(f"{'monitor':11} " + " ".join(f"{'ε_' + str(m):>8}" for m in stages), file=out)
+    for kind in kinds:
+        ratios = []
+        for m in stages:
+            vals = []
+            for s in seeds:
+                mine, ref = passed(results[(kind, s)], tau).get(m), passed(results[("exact", s)], tau).get(m)
+                vals.append(None if mine is None or ref is None else mine[1] / ref[1])
+            ratios.append(mean(vals))
+        summary[kind]["sfo_ratios"] = ratios
+        print(f"{kind:11} " + " ".join(fmt(v, "8.3f") for v in ratios), file=out)
+    print("\ntargets", file=out)
+    if "sequential" in summary:
+        seq = summary["sequential"]
+        lag_ok = all(lag in ("+0", "+1", "-1", "·") for entry in seq["lags"] for lag in entry.split(": ")[1].split())
+        last = next((v for v in reversed(seq["sfo_ratios"]) if v is not None), None)
+        print(f"  sequential: agree {seq['agree']:.1f}% (target ≥ 95): {'met' if seq['agree'] >= 95 else 'NOT met'}; "
+              f"every transition within one check: {'met' if lag_ok else 'NOT met'}; measurement SFO "
+              f"{fmt(seq['meas'], '.3f')} of exact (target ≤ 0.10): "
+              f"{'met' if seq['meas'] is not None and seq['meas'] <= 0.10 else 'NOT met'}; total SFO to the last "
+              f"threshold {fmt(last, '.3f')} of exact (target ≤ 0.6): "
+              f"{'met' if last is not None and last <= 0.6 else 'NOT met'}", file=out)
+    if "debiased" in summary:
+        fa = summary["debiased"]["false_adv"]
+        print(f"  debiased (sfo train): {fa} advance(s) against an exact norm above ε_m (target 0): "
+              f"{'met' if fa == 0 else 'NOT met'}", file=out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--monitors", default=",".join(MONITORS))
+    for key in ("n", "tau", "train_sfo", "b_max", "threads"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=CONFIG[key])
+    parser.add_argument("--widths", default=",".join(map(str, CONFIG["widths"])))
+    parser.add_argument("--out", default=None, help="also write the report to this file")
+    args = parser.parse_args(argv)
+    cfg = dict(CONFIG, n=args.n, tau=args.tau, train_sfo=args.train_sfo, b_max=args.b_max, threads=args.threads,
+               widths=tuple(int(w) for w in args.widths.split(",")))
+    kinds = [k.strip() for k in args.monitors.split(",")]
+    unknown = sorted(set(kinds) - set(MONITORS))
+    if unknown or "exact" not in kinds:
+        parser.error(f"--monitors must name monitors among {', '.join(MONITORS)}, exact included; got {args.monitors}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    torch.set_num_threads(cfg["threads"])
+    data = load_dataset("fashion_mnist", subset=cfg["n"])
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    y = torch.tensor([int(data[i][1]) for i in range(len(data))])
+    params = sum(p.numel() for p in build_model("small_cnn", 10, in_channels=1, widths=cfg["widths"]).parameters())
+    results = {}
+    for seed in seeds:
+        for kind in kinds:
+            t = time.perf_counter()
+            results[(kind, seed)] = dict(run(kind, cfg, x, y, seed), params=params)
+            r = results[(kind, seed)]
+            print(f"[seed {seed}] {kind}: {len(r['checks'])} checks, {len(r['transitions'])} transitions, "
+                  f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    text = io.StringIO()
+    report(results, cfg, kinds, seeds, text)
+    print(text.getvalue(), end="")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text.getvalue())
+
+
+if __name__ == "__main__":
+    main()
