@@ -275,7 +275,7 @@ def test_the_training_loop_checkpoints_and_resumes_the_monitor(problem, tmp_path
         loader = ResizableLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, seed=0)
         mon = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=2)
         sched = StageScheduler(opt, "adaptive_exponential", loader=loader, monitor=mon, b0=8, eta0=0.01, eps0=1.0,
-                               delta=2, gamma=1.2, tau=4, b_max=64)
+                               delta=2, gamma=1.2, tau=4, b_max=64, on_nonfinite="warn")
         return TrainingLoop(model, opt, sched, loader, nn.MSELoss(), max_micro_batch=64, checkpoint_path=path,
                             checkpoint_every=12), model, mon
 
