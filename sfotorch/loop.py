@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -97,7 +98,8 @@ class TrainingLoop:
     model, optimizer : the torch model and optimizer.
     scheduler : a :class:`~sfotorch.scheduler.StageScheduler` driving ``loader`` (its monitor is
         called on check steps; under DDP use a collective one such as
-        :class:`~sfotorch.distributed.DistributedExactMonitor`), built with ``on_nonfinite="warn"``.
+        :class:`~sfotorch.distributed.DistributedExactMonitor`); the loop's ``on_nonfinite`` decides
+        what a NaN/inf measured norm does, whichever ``on_nonfinite`` the scheduler was built with.
     loader : a :class:`~sfotorch.sampler.ResizableLoader` yielding ``(inputs, targets)``, or under
         DDP a :class:`~sfotorch.distributed.ShardedLoader` with the same world size as ``context``.
     loss_fn : reduction ``"mean"`` or ``"sum"``.
@@ -129,9 +131,6 @@ class TrainingLoop:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.loader = loader
-        if getattr(scheduler, "on_nonfinite", "warn") != "warn":
-            fail("scheduler", where, "built with on_nonfinite='warn' (the loop's on_nonfinite policy decides)",
-                 f"on_nonfinite={scheduler.on_nonfinite!r}")
         self.context = context if context is not None else DistributedContext.current()
         if self.context.is_distributed and getattr(loader, "world_size", 1) != self.context.world_size:
             fail("loader", where, f"a ShardedLoader over world_size = {self.context.world_size} ranks",
@@ -298,12 +297,12 @@ class TrainingLoop:
         if self.debiased is not None and own is None:
             self.debiased.update(sq_norm, trace_cov, b)
         if self.scheduler.check_order == "before_update":
-            event = self.scheduler.before_update(loss=loss, samples=b)
+            event = self._apply_rule(self.scheduler.before_update, loss=loss, samples=b)
             self.optimizer.step()
             self.scheduler.step()
         else:
             self.optimizer.step()
-            event = self.scheduler.step(loss=loss, samples=b)
+            event = self._apply_rule(self.scheduler.step, loss=loss, samples=b)
         if event == Event.NONFINITE:
             result = self._nonfinite(t, b, "measured norm", self.scheduler.last_norm, loss, grad_norm, updated=True)
             return result if result.rolled_back else self._maybe_checkpoint(result)
@@ -316,6 +315,17 @@ class TrainingLoop:
                                  f"{event.name}")
         result = StepResult(step=t + 1, samples=b, loss=loss, grad_norm=grad_norm, event=event)
         return self._maybe_checkpoint(result)
+
+    @staticmethod
+    def _apply_rule(call, **kwargs) -> Event:
+        """The scheduler's step; a NaN/inf measured norm comes back as ``Event.NONFINITE`` for the
+        loop's policy whatever the scheduler's ``on_nonfinite``: its error (raised once the rule has
+        counted the step) becomes the warning that ``on_nonfinite="warn"`` gives."""
+        try:
+            return call(**kwargs)
+        except NonFiniteError as err:
+            warnings.warn(str(err), RuntimeWarning, stacklevel=4)
+            return Event.NONFINITE
 
     def _maybe_checkpoint(self, result: StepResult) -> StepResult:
         if not (self.checkpoint_every and self.steps % self.checkpoint_every == 0):

@@ -30,7 +30,10 @@ short final batch counts what it holds); monitor costs are counted apart
 (:class:`~sfotorch.sfolog.SFOAccount`, per stage and in total).
 
 A NaN or infinite norm or loss never advances a stage (the rule reports
-``Event.NONFINITE``); ``on_nonfinite`` chooses a warning or a :class:`NonFiniteError`.
+``Event.NONFINITE``). By default ``step()`` then raises a :class:`NonFiniteError` naming the value
+and the step, after the rule has counted the step, so that a plain loop does not go on with NaN
+parameters; ``on_nonfinite="warn"`` warns and returns the event instead, for a caller that
+handles it (:class:`~sfotorch.loop.TrainingLoop` applies its own policy either way).
 
 >>> import torch
 >>> model = torch.nn.Linear(2, 1)
@@ -167,14 +170,14 @@ class StageScheduler:
         ``"undecided": true``). Instead, pass ``step(norm=...)`` on check steps (:attr:`check_due`
         tells when).
     check_order : ``"after_update"`` or ``"before_update"`` (see the module docstring).
-    on_nonfinite : ``"warn"`` or ``"raise"`` (:class:`NonFiniteError`) on a NaN/inf norm or loss.
+    on_nonfinite : ``"raise"`` (default: :class:`NonFiniteError`) or ``"warn"`` on a NaN/inf norm or loss.
     log : a path (JSON lines, appended), a list (records appended) or an object with ``write(dict)``.
 
     Stall limit, η_max, b_max and the γ < √δ check are the rule's (pass them in ``policy_kwargs``).
     """
 
     def __init__(self, optimizer, schedule: str | Schedule, *, loader=None, monitor=None,
-                 check_order: str = "after_update", on_nonfinite: str = "warn", log=None, **policy_kwargs):
+                 check_order: str = "after_update", on_nonfinite: str = "raise", log=None, **policy_kwargs):
         where = "StageScheduler"
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups:
@@ -299,7 +302,11 @@ class StageScheduler:
                  self.check_order)
         if self._pre_done:
             raise RuntimeError("StageScheduler.before_update() was called twice without step() in between")
-        event = self._advance(norm, loss, samples, check_cost)
+        try:
+            event = self._advance(norm, loss, samples, check_cost)
+        except NonFiniteError:
+            self._pre_done = True      # the rule counted the step before the error was raised
+            raise
         self._pre_done = True
         return event
 
@@ -371,7 +378,8 @@ class StageScheduler:
         by = f", measured by {monitor_name!r}" if monitor_name else ""
         try:
             fail(name, f"StageScheduler.step (step {step}{by})", "finite", value, cls=NonFiniteError,
-                 reason="a non-finite value never advances a stage; the stage was kept")
+                 reason="a non-finite value never advances a stage; the stage was kept; "
+                        "on_nonfinite='warn' continues instead")
         except NonFiniteError as err:
             if self.on_nonfinite == "raise":
                 raise

@@ -207,12 +207,21 @@ def test_bad_loop_arguments_name_the_parameter_and_value(tmp_path):
         build(tmp_path, checkpoint_path=None)
 
 
-def test_the_loop_owns_the_nonfinite_policy_so_a_raising_scheduler_is_refused(tmp_path):
-    model, sched, loop = build(tmp_path)
-    sched.on_nonfinite = "raise"
-    with pytest.raises(ParameterError, match=r"'scheduler' parameter of TrainingLoop must be built with "
-                                             r"on_nonfinite='warn'.*Got scheduler=\"on_nonfinite='raise'\""):
-        TrainingLoop(model, loop.optimizer, sched, loop.loader, nn.CrossEntropyLoss(), max_micro_batch=3)
+@pytest.mark.parametrize("order", ["after_update", "before_update"])
+@pytest.mark.parametrize("scheduler_policy", ["raise", "warn"])
+def test_the_loop_owns_the_nonfinite_policy_whatever_the_schedulers(tmp_path, scheduler_policy, order):
+    """A NaN measured norm on step 3 (tau = 3): the loop's "skip" keeps the update and the stage, and
+    goes on, whether the scheduler raises (its default) or warns."""
+    nan_monitor = CallableMonitor(lambda: float("nan"), cost=N, name="broken")
+    model, sched, loop = build(tmp_path, monitor=nan_monitor, on_nonfinite="skip", schedule={"eps0": 1e9})
+    sched = StageScheduler(loop.optimizer, "adaptive_exponential", loader=loop.loader, monitor=nan_monitor,
+                           on_nonfinite=scheduler_policy, check_order=order, **{**SCHEDULE, "eps0": 1e9})
+    loop = TrainingLoop(model, loop.optimizer, sched, loop.loader, nn.CrossEntropyLoss(), max_micro_batch=3,
+                        on_nonfinite="skip")
+    with pytest.warns(RuntimeWarning, match=r"step 3, measured by 'broken'\) must be finite.*Got norm=nan"):
+        results = loop.run(max_steps=4)
+    assert [r.event for r in results] == [Event.NONE, Event.NONE, Event.NONFINITE, Event.NONE]
+    assert sched.stage == 0 and sched.state.step == 4 and loop.skipped == 0
 
 
 def test_a_resumed_loop_writes_every_record_of_the_replayed_steps_once_also_after_a_skipped_step(tmp_path):

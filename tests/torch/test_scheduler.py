@@ -314,24 +314,41 @@ def test_state_dict_of_other_schedule_arguments_is_refused():
 
 # -- non-finite values ----------------------------------------------------------------------------------------
 
-def test_nan_norm_never_advances_and_warns_or_raises_with_the_value():
+def test_nan_norm_never_advances_and_raises_or_warns_with_the_value():
     _, opt = sgd()
     sched = StageScheduler(opt, "adaptive_exponential", monitor=ScriptedMonitor([math.nan, math.inf]),
-                           **{**ADAPTIVE, "tau": 1})
-    with pytest.warns(RuntimeWarning, match=r"'norm' parameter of StageScheduler.step \(step 1, measured by "
-                                            r"'scripted'\) must be finite.*Got norm=nan instead"):
-        assert sched.step() == Event.NONFINITE
-    sched.on_nonfinite = "raise"
-    with pytest.raises(NonFiniteError, match=r"Got norm=inf instead"):
+                           **{**ADAPTIVE, "tau": 1, "eps0": 1e9})
+    with pytest.raises(NonFiniteError, match=r"'norm' parameter of StageScheduler.step \(step 1, measured by "
+                                             r"'scripted'\) must be finite.*Got norm=nan instead"):
         sched.step()
+    assert sched.last_event == Event.NONFINITE and sched.stage == 0 and sched.state.step == 1
+    sched.on_nonfinite = "warn"
+    with pytest.warns(RuntimeWarning, match=r"Got norm=inf instead"):
+        assert sched.step() == Event.NONFINITE
     assert sched.stage == 0 and sched.state.step == 2
+
+
+def test_a_plain_loop_stops_at_a_nan_loss_by_default_naming_the_value_and_the_step():
+    model, opt = sgd(lr=0.1)
+    sched = StageScheduler(opt, "constant", b0=4, eta0=0.1)
+    x, y = torch.randn(4, 3), torch.randn(4, 1)
+    steps = 0
+    with pytest.raises(NonFiniteError, match=r"^The 'loss' parameter of StageScheduler.step \(step 3\) must be "
+                                             r"finite .*on_nonfinite='warn' continues instead\)\. Got loss=nan"):
+        for scale in (1.0, 1.0, float("nan"), 1.0):
+            opt.zero_grad()
+            loss = scale * torch.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            sched.step(loss=loss)
+            steps += 1
+    assert steps == 2 and sched.state.step == 3 and sched.last_event == Event.NONFINITE
 
 
 def test_nan_loss_skips_the_measurement_and_keeps_the_stage():
     _, opt = sgd()
     monitor = ScriptedMonitor([0.01] * 5)
-    sched = StageScheduler(opt, "adaptive_exponential", monitor=monitor, on_nonfinite="raise",
-                           **{**ADAPTIVE, "tau": 1})
+    sched = StageScheduler(opt, "adaptive_exponential", monitor=monitor, **{**ADAPTIVE, "tau": 1})
     with pytest.raises(NonFiniteError, match=r"'loss' parameter of StageScheduler.step \(step 1\) must be "
                                              r"finite.*Got loss=nan instead"):
         sched.step(loss=torch.tensor(float("nan")))
@@ -428,7 +445,7 @@ def test_callable_monitor_counts_its_cost():
 def test_nan_loss_blocks_a_periodic_move():
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = StageScheduler(opt, "periodic", b0=8, eta0=0.1, delta=2, gamma=1.4, period=2)
+    sched = StageScheduler(opt, "periodic", b0=8, eta0=0.1, delta=2, gamma=1.4, period=2, on_nonfinite="warn")
     sched.step(loss=1.0)
     with pytest.warns(RuntimeWarning, match="loss"):
         event = sched.step(loss=float("nan"))
