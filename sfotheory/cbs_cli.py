@@ -14,16 +14,21 @@ Problem parameters not given keep the problem's defaults (``--dim``, ``--kappa``
 from __future__ import annotations
 
 import json
+import math
 
 from .cbs import cbs_sweep, log_grid, plot_cbs
 from .constants import WithoutReplacement
 from .problems import PROBLEMS, make_problem, problem_parameters
-from .validation import fail
+from .validation import ParameterError, fail
 
 __all__ = ["register", "run"]
 
 #: command-line option → problem parameter (used only where the problem has that parameter).
 _PROBLEM_OPTIONS = ("dim", "kappa", "sigma2", "gap", "noise", "n", "ridge", "spectrum", "L")
+#: parameter of the library functions → (its flag, the attribute argparse stores it in)
+_FLAGS = {"eps": ("--eps", "eps"), "eta": ("--eta", "eta"), "num_batch_sizes": ("--batches", "batches"),
+          "max_steps": ("--max-steps", "max_steps"), "refine": ("--refine", "refine"), "seed": ("--seed", "seed"),
+          "replicates": ("--replicates", "replicates"), **{p: (f"--{p}", p) for p in _PROBLEM_OPTIONS}}
 
 
 def register(subparsers) -> None:
@@ -80,6 +85,29 @@ def _problem_from_args(args):
 
 
 def run(args) -> int:
+    """The command; a library function's refusal of a value the user gave is reported under its flag."""
+    try:
+        return _run(args)
+    except ParameterError as err:
+        flag, dest = _FLAGS.get(getattr(err, "parameter", None), (None, None))
+        if flag is None or not _same(getattr(args, dest), err.value):
+            raise                  # not a value the user gave under that flag
+        fail(flag, "sfo cbs", err.rule, getattr(args, dest), reason=err.reason, cls=type(err))
+
+
+def _same(given, received) -> bool:
+    if given is None:
+        return False
+    if given == received:
+        return True
+    try:
+        a, b = float(given), float(received)
+    except (TypeError, ValueError):
+        return False
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _run(args) -> int:
     problem = _problem_from_args(args)
     variance = None
     if args.without_replacement is not None:
@@ -91,13 +119,14 @@ def run(args) -> int:
         eta = 0.1 / problem.L if args.eta is None else args.eta
         if not 0 < eta < 2 / problem.L:
             fail("--eta", "sfo cbs", f"in (0, 2/L = {2 / problem.L:.6g}) for problem {problem.name!r}", eta)
-        if args.eps is None or args.eps <= 0:
-            fail("--eps", "sfo cbs", "> 0", args.eps)
         b_star = critical_batch_size(problem.constants(), eta, args.eps, variance or WithReplacement())
         lo = args.b_min if args.b_min is not None else b_star / 8
         hi = args.b_max if args.b_max is not None else 8 * b_star
         if not 1 <= lo <= hi:
             fail("--b-min", "sfo cbs", f"in [1, b_max = {hi:g}]", lo)
+        if args.without_replacement is not None and hi > args.without_replacement:
+            fail("--b-max", "sfo cbs", f"<= n = {args.without_replacement} when sampling without replacement "
+                 "(--without-replacement)", hi)
         batch_sizes = log_grid(lo, hi, args.batches)
     if args.replicates is None or args.replicates < 1:
         fail("--replicates", "sfo cbs", ">= 1", args.replicates)

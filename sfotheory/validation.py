@@ -56,9 +56,15 @@ def _fmt(value) -> str:
 
 
 def fail(name: str, where: str, rule: str, value, *, reason: str | None = None, cls=ParameterError):
-    """Raise the project's one error format for parameter ``name`` of ``where``."""
+    """Raise the project's one error format for parameter ``name`` of ``where``.
+
+    The error also carries ``parameter``, ``where``, ``rule``, ``value`` and ``reason``, so that a
+    front end can report it under its own name for the parameter (a command-line flag).
+    """
     why = f" ({reason})" if reason else ""
-    raise cls(f"The '{name}' parameter of {where} must be {rule}{why}. Got {name}={_fmt(value)} instead.")
+    err = cls(f"The '{name}' parameter of {where} must be {rule}{why}. Got {name}={_fmt(value)} instead.")
+    err.parameter, err.where, err.rule, err.value, err.reason = name, where, rule, value, reason
+    raise err
 
 
 def check_real(value, name: str, where: str, *, allow_array: bool = False):

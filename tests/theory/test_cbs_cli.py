@@ -33,7 +33,12 @@ def test_explicit_grid_and_finite_sum_problem(capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--eps", "0"], "'eps'"),
+    (["--eps", "0"], "The '--eps' parameter of sfo cbs must be > 0 (the target is ||grad f|| <= eps). Got --eps=0.0"),
+    (["--eps", "nan"], "The '--eps' parameter of sfo cbs must be finite. Got --eps=nan instead."),
+    (["--eps", "0.1", "--dim", "-5"], "The '--dim' parameter of sfo cbs must be >= 1. Got --dim=-5 instead."),
+    (["--eps", "0.1", "--batches", "1"], "The '--batches' parameter of sfo cbs must be >= 2. Got --batches=1"),
+    (["--eps", "0.1", "--max-steps", "0"], "The '--max-steps' parameter of sfo cbs must be >= 1."),
+    (["--eps", "0.1", "--noise", "pink"], "The '--noise' parameter of sfo cbs must be one of 'isotropic', 'hessian'"),
     (["--eps", "0.1", "--problem", "mnist"], "'quadratic', 'least_squares', 'logistic', 'cauchy'"),
     (["--eps", "0.1", "--eta", "3"], "2/L = 2"),
     (["--eps", "0.1", "--problem", "logistic", "--sigma2", "2"], "'--sigma2'"),
@@ -44,6 +49,7 @@ def test_bad_input_is_one_line_with_exit_code_2(argv, needle, capsys):
     assert main(["cbs", "--replicates", "2", "--max-steps", "10"] + argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("sfo cbs: error:") and needle in err
+    assert not any(inner in err for inner in ("cbs_sweep", "make_problem", "simulate")), "names the flag instead"
 
 
 def test_help_exits_zero(capsys):
