@@ -1,15 +1,18 @@
 """``sfo reproduce``: run every paper check and write one report folder.
 
-    sfo reproduce [--full] [--only CLAIM ...] [--data-dir DIR] [--out DIR]
+    sfo reproduce [--mode quick|standard|full] [--only CLAIM ...] [--data-dir DIR] [--out DIR]
 
 Quick mode (the default) runs each check on CPU-sized problems (synthetic problems and a
-Fashion-MNIST subset, nothing downloaded); ``--full`` uses more seeds and data (and CIFAR from
-``--data-dir`` on a GPU). The report is ``OUT/report.md`` with its figures beside it.
+Fashion-MNIST subset, nothing downloaded) in about 10 minutes on 2 cores, with few seeds;
+``--mode standard`` runs at least 5 paired seeds for every torch claim (up to about 90 minutes);
+``--mode full`` (or ``--full``) uses more seeds and data (and CIFAR from ``--data-dir`` on a GPU).
+The report is ``OUT/report.md`` with its figures and ``results.json`` beside it.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -65,10 +68,15 @@ def run_checks(only=None, *, mode: str = "quick", out_dir="reports/latest", data
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "reproduce", help="run every paper check and write a Markdown report with verdicts and figures",
-        description="Run each claim of Umeda & Iiduka (2025) as a check (measured vs expected, PASS/FAIL with its "
-                    "tolerance, a figure) and write OUT/report.md. Quick mode runs on a CPU in minutes.")
-    p.add_argument("--full", action="store_true", help="full mode: more seeds, full Fashion-MNIST, CIFAR with "
-                                                       "--data-dir on a GPU (hours on a CPU)")
+        description="Run each claim of Umeda & Iiduka (2025) as a check (measured vs expected with its interval and "
+                    "n; PASS, FAIL or INCONCLUSIVE; a figure), then our own questions beyond the paper, and write "
+                    "OUT/report.md. Quick mode runs on a CPU in about 10 minutes.")
+    p.add_argument("--mode", choices=("quick", "standard", "full", "smoke"), default="quick",
+                   help="quick: about 10 minutes on 2 cores, few seeds (verdicts may be INCONCLUSIVE); standard: "
+                        ">= 5 paired seeds for every torch claim, up to about 90 minutes; full: more seeds, full "
+                        "Fashion-MNIST, CIFAR with --data-dir on a GPU (hours on a CPU); smoke: seconds, exercises "
+                        "the code (its verdicts are not evidence)")
+    p.add_argument("--full", action="store_true", help="the same as --mode full")
     p.add_argument("--only", nargs="+", metavar="CLAIM", help="run only these claims (ids as listed in the report)")
     p.add_argument("--data-dir", default=None, help="a folder with CIFAR in torchvision's layout (full mode)")
     p.add_argument("--out", default=None, help="report folder (default reports/reproduce-<UTC time>)")
@@ -76,12 +84,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .report import summary_lines
+
+    mode = "full" if args.full else args.mode
     out = args.out or f"reports/reproduce-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    command = "sfo reproduce" + (" --full" if args.full else "") + \
+    command = "sfo reproduce" + (f" --mode {mode}" if mode != "quick" else "") + \
         (f" --only {' '.join(args.only)}" if args.only else "")
-    results, path = run_checks(args.only, mode="full" if args.full else "quick", out_dir=out,
-                               data_dir=args.data_dir, command=command)
+    results, path = run_checks(args.only, mode=mode, out_dir=out, data_dir=args.data_dir, command=command)
     for r in results:
         print(r.text())
-    print(f"\n{sum(r.verdict == 'PASS' for r in results)}/{len(results)} claims PASS; report: {path}")
+    meta = json.loads((Path(path).parent / "results.json").read_text())["meta"]
+    print()
+    print("\n".join(summary_lines(results, meta)))
+    print(f"report: {path}")
     return 0

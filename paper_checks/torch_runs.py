@@ -65,9 +65,10 @@ __all__ = [
     "torch_threads",
     "train_run",
     "training_data",
+    "warm_start",
 ]
 
-#: The authors' CIFAR settings the CPU runs are scaled from (THEORY.md, "Algorithm 2"): training set
+#: The authors' CIFAR settings the CPU runs are scaled from (``docs/theory.md``, "Algorithm 2"): training set
 #: size, b₀, η₀, δ, γ, check interval τ (steps), constant-baseline batch, periodic period (steps).
 AUTHORS = {"n": 50_000, "b0": 8, "eta0": 0.1, "delta": 2.0, "gamma": 1.4, "tau": 1000, "b_const": 128,
            "period": 20_000, "b_max": 4096}
@@ -277,7 +278,8 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
               stop_norm: float | None = None,
               optimizer: str = "sgd", momentum: float = 0.9, model: str = "small_cnn", widths=None,
               extra_monitors: dict | None = None, debiased: dict | None = None, decide: str = "exact",
-              exact_batch: int = 256, label: str | None = None, tick=None, timing_reps: int = 5) -> RunResult:
+              exact_batch: int = 256, label: str | None = None, tick=None, timing_reps: int = 5,
+              init_state: dict | None = None) -> RunResult:
     """Train one model under ``schedule`` and record every check (see the module docstring).
 
     Parameters
@@ -297,11 +299,15 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
     tick : called as ``tick(step=…, stage=…)`` after each check.
     timing_reps : with ``debiased``, the repetitions of the paired backward timing after the run
         (:attr:`RunResult.backward_timing`, :meth:`RunResult.debiased_overhead_s`).
+    init_state : the model's starting parameters (a ``state_dict``, e.g. from :func:`warm_start`), so that
+        every schedule of a seed starts from the same θ₀; default: the seed's initialisation.
     """
     where = "train_run"
     max_steps = check_integer(max_steps, "max_steps", where, minimum=1)
     n = len(data)
     net = build_model(model, seed, num_classes=data.num_classes, in_channels=data.in_channels, widths=widths)
+    if init_state is not None:
+        net.load_state_dict(init_state)
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = build_optimizer(optimizer, net.parameters(), schedule.eta0, momentum=momentum)
     loader = ResizableLoader(data, batch_size=schedule.b0, seed=seed)
@@ -383,6 +389,36 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
                      backward_timing=timing)
 
 
+def warm_start(data, *, seed: int, steps: int, batch_size: int, lr: float, model: str = "small_cnn",
+               widths=None, exact_batch: int = 256) -> tuple[dict, float]:
+    """θ₀ shared by every schedule of a seed: ``steps`` plain SGD steps from the seed's initialisation.
+
+    The batches follow a (seed, epoch) order of their own (:func:`sfotorch.sampler.epoch_permutation`
+    with seed 10 000 + seed, so that the schedules' own batch order is not replayed). Returns
+    ``(state_dict, ‖∇f(θ₀)‖)``, the exact full-gradient norm over ``data`` at the warm start. These
+    steps are the common starting point of a comparison and are counted for no schedule.
+    """
+    from sfotorch.sampler import epoch_permutation
+
+    net = build_model(model, seed, num_classes=data.num_classes, in_channels=data.in_channels, widths=widths)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    n = len(data)
+    epoch, pos, perm = 0, 0, epoch_permutation(n, 10_000 + seed, 0)
+    net.train()
+    for _ in range(steps):
+        if pos + batch_size > n:
+            epoch, pos = epoch + 1, 0
+            perm = epoch_permutation(n, 10_000 + seed, epoch)
+        x, y = data[torch.as_tensor(perm[pos:pos + batch_size])]
+        pos += batch_size
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(x), y).backward()
+        opt.step()
+    norm = ExactMonitor(net, data, loss_fn, batch_size=exact_batch).measure().norm
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}, float(norm)
+
+
 def _time_backward(net, loss_fn, deb, data, batch_sizes: dict, *, reps: int) -> dict:
     """Paired timing at each batch size b the run used: plain forward+backward vs the debiased monitor's.
 
@@ -414,19 +450,21 @@ def _time_backward(net, loss_fn, deb, data, batch_sizes: dict, *, reps: int) -> 
 # -- summaries ------------------------------------------------------------------------------------------------
 
 def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1; 0 for one value); ``inf`` if any value is ``inf``.
+    """Mean and sample standard deviation (n − 1; NaN for one value: it has no spread); ``inf`` if any is ``inf``.
 
     >>> mean_std([1.0, 3.0])
     (2.0, 1.4142135623730951)
     >>> mean_std([1.0, float("inf")])
     (inf, nan)
+    >>> mean_std([2.0])
+    (2.0, nan)
     """
     values = [float(v) for v in values]
     if not values:
         return math.nan, math.nan
     if any(math.isinf(v) for v in values):
         return math.inf, math.nan
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else math.nan)
 
 
 def fmt_mean_std(values, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
@@ -435,7 +473,9 @@ def fmt_mean_std(values, unit: str = "", scale: float = 1.0, digits: int = 3) ->
     >>> fmt_mean_std([1000, 3000], scale=1e3, unit="k")
     '2k ± 1.41k'
     >>> fmt_mean_std([1000, float("inf")], scale=1e3, unit="k")
-    'not reached in 1 of 2 runs (reached: 1k ± 0k)'
+    'not reached in 1 of 2 runs (reached: 1k (n = 1))'
+    >>> fmt_mean_std([1500], scale=1e3, unit="k")
+    '1.5k (n = 1)'
     """
     values = [float(v) for v in values]
     missing = sum(math.isinf(v) for v in values)
@@ -444,4 +484,6 @@ def fmt_mean_std(values, unit: str = "", scale: float = 1.0, digits: int = 3) ->
         inner = f" (reached: {fmt_mean_std(got, unit, scale, digits)})" if got else ""
         return f"not reached in {missing} of {len(values)} runs{inner}"
     m, s = mean_std(values)
+    if len(values) == 1:
+        return f"{m / scale:.{digits}g}{unit} (n = 1)"
     return f"{m / scale:.{digits}g}{unit} ± {s / scale:.{digits}g}{unit}"

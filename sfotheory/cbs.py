@@ -53,12 +53,18 @@ from .rule import constant
 from .simulate import simulate
 from .validation import check_in_range, check_integer, check_positive, fail
 
-__all__ = ["CBSResult", "cbs_sweep", "fit_steps_curve", "log_grid", "median_ci", "plot_cbs"]
+__all__ = ["CBSResult", "cbs_sweep", "first_mean_passage", "fit_steps_curve", "log_grid", "median_ci", "plot_cbs"]
 
 
 @dataclass
 class CBSResult:
-    """A critical-batch-size sweep: per-b medians with CIs, the fit, and the three b̂* beside b*."""
+    """A critical-batch-size sweep: per-b medians with CIs, the fit, and the three b̂* beside b*.
+
+    With ``expectation=True`` the sweep also holds the paper's criterion: ``steps_mean`` is K(b) for
+    the replicate mean, the first observed t with mean_r ‖∇f(θ_t)‖ ≤ ε (an estimate of
+    min_t E‖∇f(θ_t)‖ ≤ ε), with bootstrap intervals over replicates (``steps_mean_lo/hi``), and
+    ``b_hat_mean`` the argmin of N(b) = b·K(b) under it, with its bootstrap interval.
+    """
 
     problem: dict
     eta: float
@@ -89,6 +95,12 @@ class CBSResult:
     b_hat_fit: float
     b_hat_expected: float
     wall_time: float = field(default=0.0)
+    steps_mean: list = field(default_factory=list)
+    steps_mean_lo: list = field(default_factory=list)
+    steps_mean_hi: list = field(default_factory=list)
+    b_hat_mean: float | None = None
+    b_hat_mean_lo: float | None = None
+    b_hat_mean_hi: float | None = None
 
     @property
     def ratio_measured(self) -> float:
@@ -151,6 +163,10 @@ class CBSResult:
         if self._has_expected:
             lines.append(f"exact E    b^* = {_num(self.b_hat_expected)} (argmin of N for E||grad f||^2 <= eps^2)"
                          f"   b^*/b* = {self.b_hat_expected / self.b_star:.3g}")
+        if self.steps_mean:
+            lines.append(f"mean       b^* = {_num(self.b_hat_mean)} [{_num(self.b_hat_mean_lo)}, "
+                         f"{_num(self.b_hat_mean_hi)}] (argmin of N for mean_r ||grad f|| <= eps; bootstrap "
+                         f"{pct}% CI)   b^*/b* = {self.b_hat_mean / self.b_star:.3g}")
         return "\n".join(lines)
 
     @property
@@ -253,7 +269,8 @@ def fit_steps_curve(b, K, eps: float):
 def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_sizes=None,
               num_batch_sizes: int = 16, span: tuple = (0.125, 8.0), replicates: int = 32, seed: int = 0,
               max_steps: int = 2000, variance: VarianceModel | None = None, confidence: float = 0.95,
-              refine: int = 0, threads: int | None = None) -> CBSResult:
+              refine: int = 0, threads: int | None = None, expectation: bool = False,
+              resamples: int = 400) -> CBSResult:
     """Measure K(b), N(b) on a log grid of b and compare b̂* with b* = 2C₂/ε².
 
     ``eta`` defaults to 0.1/L; ``batch_sizes`` to ``num_batch_sizes`` points log-spaced
@@ -290,16 +307,18 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
         if grid.size == 0 or not np.issubdtype(grid.dtype, np.integer) or grid.min() < 1:
             fail("batch_sizes", where, "integers >= 1", batch_sizes)
     t0 = time.perf_counter()
-    K_all, N_all = {}, {}
+    K_all, N_all, traces = {}, {}, {}
 
     def run(bs, round_seed):
         sim = simulate(problem, [constant(b0=int(b), eta0=eta, eps0=eps) for b in bs], eps=eps,
                        replicates=replicates, seed=round_seed, max_steps=max_steps, variance=variance,
-                       keep_trace=False, threads=threads)
+                       keep_trace=expectation, stop_at_hit=not expectation, threads=threads)
         K = np.where(sim.hit, sim.hit_step, np.inf).astype(float)
         N = np.where(sim.hit, sim.hit_sfo, np.inf).astype(float)
         for i, b in enumerate(bs):
             K_all[int(b)], N_all[int(b)] = K[:, i], N[:, i]
+            if expectation:
+                traces[int(b)] = (sim.trace_step, sim.trace_norm[:, :, i])
 
     run(grid, seed)
     for r in range(refine):
@@ -330,6 +349,9 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
         k_exp = k_exp.tolist()
     else:
         k_exp, b_exp = [math.nan] * bs.size, math.nan
+    mean_fields = {}
+    if expectation:
+        mean_fields = _mean_criterion(bs, [traces[int(b)] for b in bs], eps, confidence, resamples, seed)
     with np.errstate(all="ignore"):
         k_th = steps_to_eps(consts, eta, eps, bs.astype(float), variance)
         n_th = sfo_complexity(consts, eta, eps, bs.astype(float), variance)
@@ -343,8 +365,46 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
         steps_expected=[float(x) for x in k_exp],
         C1=float(c1), C2=float(c2), b_star=b_star, b_min=b_min, b_hat_measured=b_hat,
         C1_fit=c1_fit, C2_fit=c2_fit, b_hat_fit=b_hat_fit, b_hat_expected=float(b_exp),
-        wall_time=time.perf_counter() - t0,
+        wall_time=time.perf_counter() - t0, **mean_fields,
     )
+
+
+def first_mean_passage(steps, norms, eps: float) -> float:
+    """The first observed step with mean over replicates of ‖∇f(θ_t)‖ ≤ ε (``inf`` if never).
+
+    ``steps`` the observed steps (T,), ``norms`` [T, R]; a NaN (a replicate that diverged) makes
+    the mean NaN, which never counts as reached.
+
+    >>> first_mean_passage(np.array([0, 1, 2]), np.array([[3.0, 1.0], [1.0, 2.0], [0.5, 1.0]]), 1.5)
+    1.0
+    """
+    with np.errstate(invalid="ignore"):
+        mean = np.mean(norms, axis=1)
+    hit = np.flatnonzero(mean <= eps)
+    return float(steps[hit[0]]) if hit.size else math.inf
+
+
+def _mean_criterion(bs, traces, eps, confidence, resamples, seed) -> dict:
+    """K(b) for the replicate mean with bootstrap intervals, and the argmin of N = b·K with its interval."""
+    b = np.asarray(bs, dtype=float)
+    R = traces[0][1].shape[1]
+    rng = np.random.default_rng(seed)
+
+    def curve(idx):
+        return np.array([first_mean_passage(st, tr[:, idx], eps) for st, tr in traces])
+
+    def argmin(k):
+        n = b * k
+        return float(b[np.argmin(n)]) if np.isfinite(n).any() else math.inf
+
+    k = curve(np.arange(R))
+    draws = np.array([curve(rng.integers(0, R, R)) for _ in range(resamples)])      # [resamples, B]
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(draws, [a, 1 - a], axis=0, method="inverted_cdf")
+    arg = np.array([argmin(d) for d in draws])
+    alo, ahi = np.quantile(arg, [a, 1 - a], method="inverted_cdf")
+    return {"steps_mean": k.tolist(), "steps_mean_lo": lo.tolist(), "steps_mean_hi": hi.tolist(),
+            "b_hat_mean": argmin(k), "b_hat_mean_lo": float(alo), "b_hat_mean_hi": float(ahi)}
 
 
 def plot_cbs(result: CBSResult, path) -> Path:
