@@ -174,8 +174,9 @@ class Schedule:
             fail("stall_action", where, "'advance', 'stop' or 'warn' when stall_limit is set", self.stall_action)
         if delta > 1.0 and gamma > 1.0 and not gamma < math.sqrt(delta) and not self.allow_unstable:
             fail("gamma", where, f"< sqrt(delta) = {math.sqrt(delta):.6g}", self.gamma,
-                 reason="Proposition 1 (iii): the variance sum of eta_m^2/b_m stays bounded only if "
-                        "gamma^2 < delta; pass allow_unstable=True to run it anyway")
+                 reason="Proposition 1 (iii): the bound keeps its O(gamma^-M) rate only if gamma^2 < delta; "
+                        "for sqrt(delta) <= gamma < delta it still vanishes, more slowly, at (gamma/delta)^M; "
+                        "pass allow_unstable=True to run it anyway")
         object.__setattr__(self, "b0", b0)
         object.__setattr__(self, "b_max", b_max)
         for name in ("eta0", "eps0", "delta", "gamma", "increment", "eta_min"):
@@ -218,7 +219,7 @@ def adaptive_exponential(*, b0: int, eta0: float, eps0: float, delta: float, gam
     >>> s = adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.5, tau=1000)
     Traceback (most recent call last):
     ...
-    sfotheory.validation.ParameterError: The 'gamma' parameter of Schedule('adaptive_exponential') must be < sqrt(delta) = 1.41421 (Proposition 1 (iii): the variance sum of eta_m^2/b_m stays bounded only if gamma^2 < delta; pass allow_unstable=True to run it anyway). Got gamma=1.5 instead.
+    sfotheory.validation.ParameterError: The 'gamma' parameter of Schedule('adaptive_exponential') must be < sqrt(delta) = 1.41421 (Proposition 1 (iii): the bound keeps its O(gamma^-M) rate only if gamma^2 < delta; for sqrt(delta) <= gamma < delta it still vanishes, more slowly, at (gamma/delta)^M; pass allow_unstable=True to run it anyway). Got gamma=1.5 instead.
     """
     if check_real(delta, "delta", "adaptive_exponential") <= 1.0:
         fail("delta", "adaptive_exponential", "> 1", delta, reason="the batch must grow between stages")
