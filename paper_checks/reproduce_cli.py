@@ -47,6 +47,7 @@ def run_checks(only=None, *, mode: str = "quick", out_dir="reports/latest", data
         raise ParameterError(f"The 'only' parameter of sfo reproduce must name claims among "
                              f"{', '.join(mods)}. Got {', '.join(unknown)} instead.")
     out_dir = Path(out_dir)
+    env = environment()          # the code's commit as the run starts: what the checks below import
     progress = Progress(total=len(names), label="reproduce", stream=sys.stderr if stream is None else stream,
                         every=2.0)
     ctx = RunContext(mode=mode, out_dir=out_dir, data_dir=data_dir, progress=progress)
@@ -61,7 +62,7 @@ def run_checks(only=None, *, mode: str = "quick", out_dir="reports/latest", data
         progress.update(1, check=name, verdict=result.verdict)
     progress.close()
     meta = {"mode": mode, "wall_time_s": time.perf_counter() - t0, "command": command,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": environment()}
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "environment": env}
     return results, write_report(results, out_dir, meta)
 
 
