@@ -35,7 +35,7 @@ def _no_warning():
 def run_logged(log, steps=20, samples=lambda t: 4):
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
     sched = StageScheduler(opt, "adaptive_exponential", b0=4, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=4,
-                           monitor=Scripted([0.9, 0.4, math.nan, 0.3, 0.1], cost=50), log=log)
+                           monitor=Scripted([0.9, 0.4, math.nan, 0.3, 0.1], cost=50), log=log, on_nonfinite="warn")
     with pytest.warns(RuntimeWarning, match="Got norm=nan") if steps >= 12 else _no_warning():
         for t in range(steps):
             sched.step(samples=samples(t))
