@@ -12,12 +12,13 @@
 # ---
 
 # %% [markdown]
-# # Propositions 1–3, derived with sympy, then checked with numbers
+# # Propositions 1 and 2 and the stage thresholds, derived with sympy, then checked with numbers
 #
 # Umeda & Iiduka (arXiv 2508.05302). Every expression below comes from `sfotheory`: this notebook
-# only displays and checks it. Symbols: L smoothness, σ² variance of one stochastic gradient,
-# Δ = f(θ₀) − f_*, η learning rate, b batch size, ε target norm, C₁ = 2Δ/(η(2 − Lη)),
-# C₂ = Lσ²η/(2 − Lη).
+# only displays and checks it. The derivations are in docs/theory.md, "Proposition 1",
+# "Proposition 2", "Stage thresholds" and "Algorithm 2". Symbols: L smoothness, σ² variance of one
+# stochastic gradient, Δ = f(θ₀) − f_*, η learning rate, b batch size, ε target norm,
+# C₁ = 2Δ/(η(2 − Lη)), C₂ = Lσ²η/(2 − Lη).
 
 # %%
 import numpy as np
@@ -106,7 +107,7 @@ np.testing.assert_allclose(trace.total, c1 / T + c2 / 64)
 trace.total
 
 # %% [markdown]
-# ## Proposition 3 and Algorithm 2: stage thresholds and γ < √δ
+# ## Stage thresholds and γ < √δ (docs/theory.md, "Stage thresholds"; γ < √δ in "Proposition 1", case (iii))
 
 # %%
 th = derive_stage_thresholds()
