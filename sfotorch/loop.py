@@ -41,8 +41,11 @@ receives one record per loop event: ``nonfinite``, ``skip``, ``rollback``, ``sta
 ``checkpoint``, each with ``step``, ``samples``, ``stage`` and ``event``. The per-check records
 are the scheduler's.
 
-**Resume.** :meth:`TrainingLoop.resume` loads the checkpoint (if there is one), cuts a JSON-lines
-log back to the checkpoint's own record (a byte offset stored in it), and the next step
+**Checkpoint and resume.** The loop writes every checkpoint (:meth:`TrainingLoop.save`, also
+the periodic ones) and reads it back (:meth:`TrainingLoop.resume`). When its log is a JSON-lines
+file, a checkpoint stores its own 'checkpoint' record and the byte offset where that record
+starts (the *log mark*); resuming cuts the log back to the end of that record
+(:meth:`TrainingLoop.rewind_log`), so the replayed steps write their records once. The next step
 continues bit-exactly: a run killed at any moment and resumed ends with the same parameters and
 stage transitions as an uninterrupted one (tested by replay in ``tests/torch/test_checkpoint.py``).
 """
@@ -64,7 +67,7 @@ from .accumulate import GradientAccumulator
 from .checkpoint import load_checkpoint, save_checkpoint, state_digest
 from .distributed import DistributedContext, all_reduce_accumulated, check_ranks_agree
 from .scheduler import NonFiniteError
-from .sfolog import SFOLogWriter, rewind_log
+from .sfolog import SFOLogWriter, cut_log_after_step, rewind_log
 
 __all__ = ["NONFINITE_POLICIES", "DivergedError", "StepResult", "TrainingLoop"]
 
@@ -116,16 +119,22 @@ class TrainingLoop:
         one process runs the monitor's own ``backward(x, y)`` instead (per-sample-norm hooks or
         micro-batches on its statistics steps only, a plain backward on the others).
     on_micro_batch : ``f(step, j, k)`` called after micro-batch j of k of step ``step`` (0-based).
+    log : a list, a path for JSON lines, or an object with ``write(dict)``. An object that also has
+        ``path``, ``offset()``, ``prepare(record)`` and ``emit(record, line)`` (an
+        :class:`~sfotorch.sfolog.SFOLogWriter`, or ``sfo train``'s run log) is a *file log*: its
+        checkpoints store the log mark.
     verify_ranks : at each checkpoint, check that every rank holds the same rule state and θ.
-    saver : ``saver()`` writes the periodic checkpoints instead of :meth:`save` (``sfo train``'s,
-        which adds its own content and log offset); rollbacks load ``checkpoint_path`` as usual.
+    run_state : ``run_state()`` returns the caller's own plain content, saved as ``extra`` with
+        every checkpoint the loop writes (``sfo train``'s evaluation window and clock); the log
+        mark is then kept in that content, else with the loop's counters. :meth:`resume` gives it
+        back in :attr:`checkpoint_extra` and reads the log mark from either place.
     """
 
     def __init__(self, model, optimizer, scheduler, loader, loss_fn, *, max_micro_batch: int,
                  min_micro_batches: int = 1, reduction: str | None = None, device=None, transform=None,
                  context: DistributedContext | None = None, checkpoint_path=None, checkpoint_every: int = 0,
                  on_nonfinite: str = "stop", max_rollbacks: int = 3, debiased=None, on_micro_batch=None,
-                 log=None, verify_ranks: bool = True, saver=None):
+                 log=None, verify_ranks: bool = True, run_state=None):
         where = "TrainingLoop"
         self.model = model
         self.optimizer = optimizer
@@ -152,10 +161,10 @@ class TrainingLoop:
         self.debiased = debiased
         self.on_micro_batch = on_micro_batch
         self.verify_ranks = bool(verify_ranks)
-        if saver is not None and not callable(saver):
-            fail("saver", where, "None or a callable that writes the checkpoint", type(saver).__name__,
-                 cls=ParameterTypeError)
-        self.saver = saver
+        if run_state is not None and not callable(run_state):
+            fail("run_state", where, "None or a callable that returns the content to save with a checkpoint",
+                 type(run_state).__name__, cls=ParameterTypeError)
+        self.run_state = run_state
         self._log = SFOLogWriter(log) if isinstance(log, (str, os.PathLike)) else log
         # explicit loop state (saved in checkpoints)
         self.steps = 0
@@ -167,6 +176,9 @@ class TrainingLoop:
         self._stop_recorded = False
         self._iterator = None
         self.checkpoint_extra: dict | None = None
+        #: ``steps`` when the last checkpoint was written or loaded (None: none yet)
+        self.checkpointed_at: int | None = None
+        self._log_mark: tuple[int, str] | None = None     # of the checkpoint the last resume loaded
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -190,12 +202,10 @@ class TrainingLoop:
     def save(self, path=None, *, extra: dict | None = None) -> str:
         """Write a checkpoint of the whole run now (refused if θ is not finite).
 
-        ``extra``: plain content saved with it (given back by :meth:`resume` in
-        :attr:`checkpoint_extra`). When the loop's log is a JSON-lines file, the checkpoint also
-        stores its 'checkpoint' record and the byte offset where it starts, and :meth:`resume`
-        cuts the file back to the end of that record (:func:`~sfotorch.sfolog.rewind_log`) — every
-        record of the replayed steps is then written once (records the scheduler writes into the
-        same file included).
+        ``extra``: plain content saved with it (default: ``run_state()`` when given; :meth:`resume`
+        gives it back in :attr:`checkpoint_extra`). With a file log, the checkpoint also stores its
+        'checkpoint' record and the byte offset where it starts, and the record is written after
+        the checkpoint (see the module docstring).
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None:
@@ -204,16 +214,23 @@ class TrainingLoop:
             check_ranks_agree(self.context, self.scheduler.state_dict()["state"], "the scheduler's rule state")
             check_ranks_agree(self.context, state_digest(self.model.state_dict()), "the model state")
         loop_state = self.state_dict()
+        if extra is None and self.run_state is not None:
+            extra = self.run_state()
+        if self.run_state is not None:
+            extra = dict(extra)
         record = self._make_record("checkpoint", path=path)
         line = None
-        if record is not None and isinstance(self._log, SFOLogWriter):
+        if record is not None and self._is_file_log():
+            record = self._log.prepare(record)
             line = SFOLogWriter.encode(record)
-            loop_state["log_start"], loop_state["log_record"] = self._log.offset(), line.decode("utf-8")
+            mark = {"log_start": self._log.offset(), "log_record": line.decode("utf-8")}
+            (extra if self.run_state is not None else loop_state).update(mark)
         save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         loader=self.loader, loop_state=loop_state, extra=extra, context=self.context)
         self._rollbacks_since_checkpoint = 0
+        self.checkpointed_at = self.steps
         if line is not None:
-            self._log.write_line(line)
+            self._log.emit(record, line)
         elif record is not None:
             self._write(record)
         return path
@@ -221,9 +238,11 @@ class TrainingLoop:
     def resume(self, path=None, *, cut_log: bool = True, **kwargs) -> bool:
         """Load the checkpoint at ``path`` (default ``checkpoint_path``) if it exists; True if loaded.
 
-        Its ``extra`` content is in :attr:`checkpoint_extra`; with ``cut_log`` a JSON-lines log is
-        cut back to the checkpoint (see :meth:`save`). A rollback does not cut: the log keeps the
-        divergence and the 'rollback' record, and the replayed steps follow it.
+        Its ``extra`` content is in :attr:`checkpoint_extra`; with ``cut_log`` a file log is cut
+        back to the checkpoint's own record (:meth:`rewind_log`) when the checkpoint holds its log
+        mark. A rollback does not cut: the log keeps the divergence and the 'rollback' record, and
+        the replayed steps follow it. ``kwargs`` go to :func:`~sfotorch.checkpoint.load_checkpoint`,
+        which checks everything before it changes anything.
         """
         path = self.checkpoint_path if path is None else os.fspath(path)
         if path is None or not os.path.exists(path):
@@ -233,13 +252,40 @@ class TrainingLoop:
         loop_state = content.get("loop")
         if loop_state is not None:
             self.load_state_dict(loop_state)
-            start = loop_state.get("log_start")
-            if cut_log and start is not None and isinstance(self._log, SFOLogWriter) and self.context.rank == 0:
-                self._log.offset()                    # flush what this writer holds before the cut
-                rewind_log(self._log.path, start, loop_state["log_record"].encode("utf-8"))
         self.checkpoint_extra = content.get("extra")
+        self._log_mark = None
+        for holder in (loop_state, self.checkpoint_extra):
+            if isinstance(holder, dict) and holder.get("log_start") is not None:
+                self._log_mark = (int(holder["log_start"]), holder["log_record"])
+                break
+        self.checkpointed_at = self.steps
         self._iterator = None
+        if cut_log and self._log_mark is not None:
+            self.rewind_log()
         return True
+
+    def rewind_log(self) -> int | None:
+        """Cut the file log back to the checkpoint the last :meth:`resume` loaded; return how many
+        records were dropped (None: nothing cut — no file log, another rank than 0, or a file that
+        does not hold the checkpoint's record, :func:`~sfotorch.sfolog.rewind_log`).
+
+        The cut is at the end of the checkpoint's own record, exact whatever the records' step
+        fields say (the scheduler's records carry the rule's step, which lags the loop's by the
+        skipped steps). A checkpoint without a log mark keeps the records of steps ≤ :attr:`steps`
+        except 'end' (:func:`~sfotorch.sfolog.cut_log_after_step`).
+        """
+        if not self._is_file_log() or self.context.rank != 0 or not os.path.exists(self._log.path):
+            return None
+        if isinstance(self._log, SFOLogWriter):
+            self._log.offset()                    # flush what this writer holds before the cut
+        if self._log_mark is None:
+            return cut_log_after_step(self._log.path, self.steps)
+        start, record = self._log_mark
+        return rewind_log(self._log.path, start, record.encode("utf-8"))
+
+    def _is_file_log(self) -> bool:
+        return all(callable(getattr(self._log, name, None)) for name in ("offset", "prepare", "emit")) \
+            and getattr(self._log, "path", None) is not None
 
     # -- one step --------------------------------------------------------------------------------
 
@@ -333,11 +379,7 @@ class TrainingLoop:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             return self._nonfinite(self.steps - 1, result.samples, "parameters", math.nan, result.loss,
                                    result.grad_norm, updated=True)
-        if self.saver is not None:
-            self.saver()
-            self._rollbacks_since_checkpoint = 0
-        else:
-            self.save()
+        self.save()
         return dataclasses.replace(result, checkpointed=True)
 
     # -- faults ----------------------------------------------------------------------------------

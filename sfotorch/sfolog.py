@@ -39,8 +39,8 @@ from collections.abc import Iterable
 
 from sfotheory.validation import check_choice, check_integer, fail
 
-__all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "log_columns", "log_table", "plot_log", "read_log",
-           "rewind_log", "truncate_log"]
+__all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "cut_log_after_step", "log_columns", "log_table", "plot_log",
+           "read_log", "rewind_log", "truncate_log"]
 
 #: The fields of one log record, in order. ``stage``, ``b``, ``eta``, ``eps_m`` are the values the
 #: step ran with (the norm was compared with ``eps_m``); ``*_next`` those after the rule was applied.
@@ -122,6 +122,14 @@ class SFOLogWriter:
     def write(self, record: dict) -> None:
         self.write_line(self.encode(record))
 
+    def prepare(self, record: dict) -> dict:
+        """The record as it will be written (unchanged here; a run log adds its own fields)."""
+        return record
+
+    def emit(self, record: dict, line: bytes) -> None:
+        """Write ``record`` as ``line`` (its :meth:`encode`-ing, made before the write)."""
+        self.write_line(line)
+
     def write_line(self, line: bytes) -> None:
         """Append a line made by :meth:`encode` (e.g. one whose end offset a checkpoint stored)."""
         self._file.write(line)
@@ -188,6 +196,20 @@ def rewind_log(path: str | os.PathLike, start: int, line: bytes) -> int | None:
                   "bytes): the log was not cut, so records of the replayed steps may appear twice",
                   RuntimeWarning, stacklevel=2)
     return None
+
+
+def cut_log_after_step(path: str | os.PathLike, step: int) -> int:
+    """Keep the records of steps ≤ ``step`` except 'end'; return how many went.
+
+    For a checkpoint that holds no log mark (no offset of its own record, :func:`rewind_log`):
+    the records' step fields then decide.
+    """
+    records = read_log(path)
+    kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "end"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in kept:
+            fh.write(json.dumps(r) + "\n")
+    return len(records) - len(kept)
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

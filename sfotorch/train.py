@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -59,7 +58,7 @@ from sfotheory.progress import write_status_line
 from sfotheory.validation import fail
 
 from .config import SCHEMA, config_to_toml, flatten_config, load_config_text, schedule_kwargs
-from .sfolog import SFOLogWriter, read_log, rewind_log
+from .sfolog import SFOLogWriter, read_log
 
 __all__ = ["Components", "Progress", "RunLog", "SUMMARY_FIELDS", "build_components", "evaluate", "format_summary",
            "resolve_device", "train", "train_seed", "versions"]
@@ -265,25 +264,6 @@ class RunLog:
             self._writer.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def _truncate_log(path: str, step: int, start: int | None, record: str | None) -> int:
-    """Cut the log back to the checkpoint; return how many records were dropped.
-
-    ``start``, ``record``: the byte offset at which the checkpoint's own record starts and that
-    record, which the checkpoint stores — exact whatever the records' step fields say (the
-    scheduler's records carry the rule's step, which lags the loop's by the skipped steps); see
-    :func:`~sfotorch.sfolog.rewind_log`. Without them (an older checkpoint): keep the records of
-    steps ≤ ``step`` except 'end'.
-    """
-    if start is not None:
-        return rewind_log(path, start, record.encode("utf-8")) or 0
-    records = read_log(path)
-    kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "end"]
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in kept:
-            fh.write(json.dumps(r) + "\n")
-    return len(records) - len(kept)
 
 
 # -- progress --------------------------------------------------------------------------------------
@@ -537,8 +517,6 @@ class _PreparedSeed:
 def _prepare_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool) -> _PreparedSeed:
     """Everything that can refuse one seed's run, done before anything is written: a folder that
     holds a run (without ``resume``), TensorBoard, the data, the model and the checkpoint's fit."""
-    from .checkpoint import load_checkpoint
-
     log_path = os.path.join(run_dir, "log.jsonl")
     ckpt = os.path.join(run_dir, "checkpoint.pt")
     if not resume and os.path.exists(log_path):
@@ -549,30 +527,24 @@ def _prepare_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool
     built = build_components(cfg, seed, env, ckpt, log)
     extra = {"window_loss": 0.0, "window_samples": 0, "last_eval_step": -1, "last_eval": {}, "time": 0.0,
              "check_s": 0.0}
-    resuming = resume and os.path.exists(ckpt)
-    if resuming:     # load_checkpoint checks everything before it changes anything in memory
-        content = load_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=built.scheduler,
-                                  loader=built.loader, context=built.loop.context)
-        if content.get("loop") is not None:
-            built.loop.load_state_dict(content["loop"])
-        extra.update(content.get("extra") or {})
+    # the log is cut when the run starts, after every seed has been checked
+    resuming = resume and built.loop.resume(ckpt, cut_log=False)
+    if resuming:
+        extra.update(built.loop.checkpoint_extra or {})
     return _PreparedSeed(run_dir, built, log, extra, resuming, tensorboard_dir)
 
 
 def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, progress_stream, on_step) -> dict:
-    from .checkpoint import save_checkpoint
     from .loop import DivergedError
 
     run_dir, built, log, extra = prepared.run_dir, prepared.built, prepared.log, prepared.extra
     resuming = prepared.resuming
-    log_path, ckpt = log.path, os.path.join(run_dir, "checkpoint.pt")
     n = len(built.train_data)
     sched, loop, loader = built.scheduler, built.loop, built.loader
     start_step = loop.steps
     os.makedirs(run_dir, exist_ok=True)
     if resuming:
-        dropped = (_truncate_log(log_path, start_step, extra.get("log_start"), extra.get("log_record"))
-                   if os.path.exists(log_path) else 0)
+        dropped = loop.rewind_log() or 0
     log.open(n, mode="a" if resuming else "w", tensorboard_dir=prepared.tensorboard_dir,
              purge_step=int(sched.state.samples) if resuming else None, time_offset=extra["time"])
     built.monitor.seconds = extra["check_s"]
@@ -595,7 +567,6 @@ def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, pro
     progress = Progress(progress_stream, cfg["run"]["progress_every"],
                         label=f"[seed {seed}] " if len(cfg["run"]["seeds"]) > 1 else "")
     status, message = "finished", ""
-    saved_step = start_step if resuming else -1
 
     def do_eval():
         res = evaluate(built.model, built.test_data, batch_size=cfg["eval"]["batch_size"], device=env["device"],
@@ -609,20 +580,10 @@ def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, pro
         extra.update(window_loss=0.0, window_samples=0, last_eval_step=loop.steps,
                      last_eval={k: rec[k] for k in ("test_acc", "test_loss", "train_loss")})
 
-    def save():
-        nonlocal saved_step
+    def run_state() -> dict:
         extra["time"] = log.elapsed()
         extra["check_s"] = built.monitor.seconds
-        # the 'checkpoint' record is encoded first, so that the checkpoint can hold it and the offset
-        # where it starts: --resume cuts the log back to exactly its end
-        rec = log.prepare({"kind": "checkpoint", "step": loop.steps, "samples": int(sched.state.samples),
-                           "path": ckpt})
-        line = SFOLogWriter.encode(rec)
-        extra["log_start"], extra["log_record"] = log.offset(), line.decode("utf-8")
-        save_checkpoint(ckpt, model=built.model, optimizer=built.optimizer, scheduler=sched, loader=loader,
-                        loop_state=loop.state_dict(), extra=dict(extra), context=loop.context)
-        log.emit(rec, line)
-        saved_step = loop.steps
+        return extra
 
     def info() -> dict:
         st = sched.state
@@ -635,8 +596,8 @@ def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, pro
                 "samples_per_s": int(st.samples) / max(log.elapsed() - built.monitor.seconds, 1e-9)}
 
     try:
-        # with rollback the loop checkpoints (it needs them to roll back to), through this save()
-        loop.saver = save
+        # every checkpoint (with rollback also the loop's periodic ones) holds the run's own state
+        loop.run_state = run_state
         ckpt_every = cfg["run"]["checkpoint_every"] if cfg["train"]["on_nonfinite"] != "rollback" else 0
         while not sched.stopped:
             if max_steps is not None and loop.steps >= max_steps:
@@ -655,7 +616,7 @@ def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, pro
                     (every == "epoch" and epoch_done and (loader.epoch + 1) % every_epochs == 0):
                 do_eval()
             if ckpt_every and loop.steps % ckpt_every == 0:
-                save()
+                loop.save()
             step_info = info()
             progress.update(step_info)
             if on_step is not None:
@@ -671,8 +632,8 @@ def _train_seed(cfg: dict, seed: int, prepared: _PreparedSeed, env: dict, *, pro
             status = "stopped"
         if extra["last_eval_step"] != loop.steps:
             do_eval()
-        if saved_step != loop.steps:
-            save()
+        if loop.checkpointed_at != loop.steps:
+            loop.save()
     summary = _seed_summary(cfg, seed, run_dir, built, log, extra, status, message, n, vers, env)
     log.write({"kind": "end", "step": loop.steps, "samples": int(sched.state.samples), "status": status,
                "message": message, "summary": {k: summary[k] for k in SUMMARY_FIELDS}})
