@@ -39,6 +39,7 @@ def test_training_sfo_counts_true_batch_lengths_including_the_short_last_batch(d
     assert run.batch_sizes == {40: 5, 16: 2}
 
 
+@pytest.mark.slow
 def test_every_check_records_the_exact_norm_and_costs_n_for_every_schedule(data):
     n = len(data)
     for s in (rule.constant(b0=8, eta0=0.05, tau=3),
@@ -60,6 +61,7 @@ def test_adaptive_run_advances_on_the_exact_norm_and_records_the_stage_it_ran_wi
     assert run.train_samples == 2 * (4 + 8 + 16 + 32)
 
 
+@pytest.mark.slow
 def test_extra_monitors_measure_at_the_same_checks_and_the_exact_norm_is_deterministic(data):
     s = rule.constant(b0=8, eta0=0.05, tau=4)
     kw = dict(seed=3, max_steps=8, widths=(4, 4, 4))

@@ -44,6 +44,7 @@ def test_median_ci_covers_the_median_about_as_often_as_stated():
 @settings(max_examples=6, deadline=None)
 @given(dim=st.integers(200, 500), kappa=st.floats(1.0, 1.1), sigma2=st.floats(0.5, 2.0), eta=st.floats(0.05, 0.3),
        b_star=st.floats(20.0, 80.0), seed=st.integers(0, 10**6))
+@pytest.mark.slow
 def test_measured_critical_batch_size_sits_at_the_noise_floor_about_half_of_b_star(dim, kappa, sigma2, eta,
                                                                                    b_star, seed):
     q = make_problem("quadratic", dim=dim, kappa=kappa, sigma2=sigma2, gap=1.0, seed=seed % 101)

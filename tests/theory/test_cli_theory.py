@@ -45,6 +45,7 @@ def test_text_report_and_paper_table(capsys):
     assert [(r["m"], r["b"]) for r in rows] == [(m, b) for m, b, _, _ in PAPER_STAGES]
 
 
+@pytest.mark.slow
 def test_every_subcommand_has_help():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")

@@ -122,6 +122,7 @@ def test_proposition_1_exponential_bound_decays_per_stage_with_slope_minus_log_g
 @settings(max_examples=5, deadline=None)
 @given(dim=st.integers(150, 300), sigma2=st.floats(0.5, 2.0), eta=st.floats(0.1, 0.4),
        under=st.floats(0.3, 0.8), seed=st.integers(0, 10**6))
+@pytest.mark.slow
 def test_exponential_schedule_reaches_eps_with_fewer_sfo_than_constant_b0(dim, sigma2, eta, under, seed):
     # b0 below the noise floor: constant b0 stalls at E||grad f||^2 ~ C2/b0 > eps^2 (the paper's point);
     # the exponential schedule (gamma = 1.2 < sqrt(delta) = sqrt(2)) keeps lowering the floor.

@@ -266,6 +266,7 @@ def test_finding_the_cap_on_cpu_asks_for_an_explicit_cap():
         find_max_micro_batch(model, nn.CrossEntropyLoss(), x, y)
 
 
+@pytest.mark.slow
 def test_the_training_loop_takes_the_same_steps_with_one_backward_or_with_micro_batches():
     """TrainingLoop with c ≥ b (one plain backward per step) and with c = 2 (float64 micro-batch
     sums): same parameters to 1e-10 and the same stage transitions over b = 4 → 16 (float64 model)."""

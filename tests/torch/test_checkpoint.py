@@ -67,6 +67,7 @@ def steps_done(workdir):
     return int(lines[-1].split()[1]) if lines else 0
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_identical_at_every_kill_point(children, tmp_path):
     """One run is killed six times — mid-epoch and mid-stage, mid-accumulation, right after a stage
     change, during a checkpoint write, again mid-accumulation at a later stage, and from outside

@@ -63,6 +63,7 @@ def single_process():
     return model, sched, norms, sizes
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process_with_accumulation(ranks, single_process):
     """Same stage transitions at the same steps, same measured norms and parameters to float64 rounding."""
     _, results = ranks
@@ -82,6 +83,7 @@ def test_two_gloo_ranks_match_one_process_with_accumulation(ranks, single_proces
         assert res["state"]["check_samples"] == int(sched.state.check_samples)
 
 
+@pytest.mark.slow
 def test_ranks_never_diverge(ranks):
     """Inside the group every step compared the rule states (check_ranks_agree); at the end the
     gathered states, transitions, measured norms and parameters are identical, bit for bit."""
@@ -94,17 +96,20 @@ def test_ranks_never_diverge(ranks):
             assert all(torch.equal(a, b) for a, b in zip(first["params"], other["params"]))
 
 
+@pytest.mark.slow
 def test_a_two_rank_run_resumes_bit_identically_from_its_checkpoint(ranks):
     _, results = ranks
     assert all(res["resumed"] and res["resume_equal"] for res in results)
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(ranks):
     _, results = ranks
     for res in results:
         assert res["nan_stop"] == [f"TrainingLoop step {ddp_worker.STEPS + ddp_worker.RESUME_STEPS + 1}"] * WORLD
 
 
+@pytest.mark.slow
 def test_shards_cover_each_global_batch_without_overlap_also_after_size_changes(ranks):
     _, results = ranks
     ref = ResizableLoader(torch.utils.data.TensorDataset(torch.arange(ddp_worker.SHARD_N)), batch_size=5, seed=2)
@@ -130,6 +135,7 @@ def test_shards_cover_each_global_batch_without_overlap_also_after_size_changes(
         "a global batch of one sample leaves a rank empty for a step"
 
 
+@pytest.mark.slow
 def test_moments_are_all_reduced_sums_over_every_ranks_micro_batches(ranks):
     _, results = ranks
     got, ref = results[0]["moments"], results[0]["moments"]["reference"]
@@ -139,6 +145,7 @@ def test_moments_are_all_reduced_sums_over_every_ranks_micro_batches(ranks):
     assert results[1]["moments"]["trace_cov"] == got["trace_cov"]
 
 
+@pytest.mark.slow
 def test_a_two_rank_checkpoint_refuses_a_one_process_resume(ranks):
     out, _ = ranks
     model, sched, loop = ddp_worker.setup(DistributedContext())

@@ -315,6 +315,7 @@ def test_per_sample_and_single_sample_micro_batches_give_the_same_trace():
 
 
 @pytest.mark.parametrize("without_replacement,stats_every", [(False, 1), (True, 1), (False, 2)])
+@pytest.mark.slow
 def test_debiased_estimate_is_unbiased_on_least_squares(without_replacement, stats_every):
     # θ held fixed; T = 2000 batches of b = 16 in micro-batches of 4. With i.i.d. (with replacement)
     # batches E‖g_B‖² = ‖∇f‖² + tr Σ/b; without replacement from n = 32 it is ‖∇f‖² + (1 − b/n) tr S²/b.

@@ -56,6 +56,7 @@ def test_find_runs_expands_seed_folders_and_refuses_other_folders(tmp_path):
         find_runs([tmp_path])
 
 
+@pytest.mark.slow
 def test_one_run_gives_the_overview_and_the_sfo_figure_as_png_and_pdf(tmp_path):
     write_run(tmp_path / "r" / "seed0")
     files = plot_runs([tmp_path / "r"], str(tmp_path / "fig" / "one"), dpi=40)
@@ -65,6 +66,7 @@ def test_one_run_gives_the_overview_and_the_sfo_figure_as_png_and_pdf(tmp_path):
         assert data.startswith(b"\x89PNG" if f.endswith(".png") else b"%PDF") and len(data) > 3000
 
 
+@pytest.mark.slow
 def test_the_figure_changes_with_the_data(tmp_path):
     write_run(tmp_path / "a" / "seed0")
     write_run(tmp_path / "b" / "seed0", shift=0.3)
@@ -73,6 +75,7 @@ def test_the_figure_changes_with_the_data(tmp_path):
     assert open(fa, "rb").read() != open(fb, "rb").read()
 
 
+@pytest.mark.slow
 def test_sfo_plot_draws_many_runs_into_one_figure(tmp_path, capsys):
     write_run(tmp_path / "adaptive" / "seed0")
     write_run(tmp_path / "adaptive" / "seed1", shift=0.1)

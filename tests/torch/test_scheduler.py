@@ -73,6 +73,7 @@ def rule_run(schedule, samples, norms_at_checks):
 @settings(max_examples=25, deadline=None)
 @given(norms=st.lists(st.floats(0.0, 1.0), min_size=20, max_size=20), order=st.sampled_from(
     ["after_update", "before_update"]))
+@pytest.mark.slow
 def test_transitions_equal_the_pure_rule_on_the_same_norms(norms, order):
     schedule = rule.adaptive_exponential(**ADAPTIVE)
     monitor = ScriptedMonitor(norms)
@@ -453,6 +454,7 @@ def test_nan_loss_blocks_a_periodic_move():
     assert sched.step(loss=1.0).name == "PERIOD" and sched.stage == 1
 
 
+@pytest.mark.slow
 def test_package_exports_load_lazily_and_resolve():
     import subprocess
     import sys

@@ -69,6 +69,7 @@ def rows(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_one_run_writes_log_summary_checkpoint_and_plots(config_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(out), "--set", "run.checkpoint_every=4"]) == 0
@@ -186,6 +187,7 @@ def test_several_seeds_give_a_summary_with_mean_and_std(config_file, tmp_path, c
         assert read_log(out / f"seed{seed}" / "log.jsonl")[0]["seed"] == seed
 
 
+@pytest.mark.slow
 def test_a_cifar_config_runs_on_generated_cifar_files(tmp_path, capsys):
     write_cifar(tmp_path / "cifar", "cifar10", train_size=20, test_size=10, seed=1)
     with pytest.warns(UserWarning, match="b_max=4096 exceeds the dataset size n=20"):
@@ -354,6 +356,7 @@ def test_bad_data_or_environment_refuses_the_run_before_any_file_is_written(
     assert all(part in err for part in expect), err
 
 
+@pytest.mark.slow
 def test_compile_with_the_eager_backend_runs_through_stage_changes_and_changes_no_number(
         config_file, tmp_path, capsys):
     # backend "eager": dynamo traces the model but no C compiler is needed (inductor would need one),
