@@ -11,7 +11,8 @@ Intervals (two-sided, level ``confidence``, 95% unless stated):
 
 * the mean of n values: Student's t, :math:`\bar x \pm t_{n-1,\,1-\alpha/2}\, s/\sqrt n`;
   n = 1 has no interval (it is printed without a spread, never as "± 0");
-* a paired difference :math:`d_i = a_i - b_i` over the same seeds: the t interval of :math:`\bar d`;
+* a paired difference :math:`d_i = a_i - b_i` over the same seeds: the t interval of :math:`\bar d`,
+  and the signs of the :math:`d_i` must agree by a one-sided sign test at the same level;
   a run that did not reach its target within its budget is *censored*: its value is replaced by the
   budget, a lower bound of what it would have cost, and the verdict uses only the side on which the
   censoring is conservative (see :func:`paired_less`);
@@ -199,11 +200,19 @@ def paired_less(a, b, *, confidence: float = 0.95, censored_a=None, censored_b=N
     ``a`` makes it *smaller*, so a PASS is not resolved: in those cases the verdict is INCONCLUSIVE.
     A pair with both censored says nothing, and it is dropped.
 
-    >>> paired_less([1.0, 2.0, 1.5], [3.0, float("inf"), 3.5]).verdict     # b censored: PASS is safe
+    A resolved verdict also needs the signs to agree: the differences must favour its side in enough
+    pairs for the one-sided sign test at the same level (:func:`sign_test`; five pairs out of five at
+    5%). A t interval from a few pairs with equal differences (discrete step counts, a shared budget)
+    collapses to a point and would otherwise "resolve" anything.
+
+    >>> inf = float("inf")
+    >>> paired_less([1.0, 2.0, 1.5, 1.2, 1.7], [3.0, inf, 3.5, 3.1, 3.3]).verdict    # b censored: PASS is safe
     'PASS'
-    >>> paired_less([3.0, float("inf"), 3.5], [1.0, 2.0, 1.5]).verdict     # a censored: FAIL is safe
+    >>> paired_less([3.0, inf, 3.5, 3.1, 3.3], [1.0, 2.0, 1.5, 1.2, 1.7]).verdict    # a censored: FAIL is safe
     'FAIL'
-    >>> paired_less([3.0, 4.0, 3.5], [1.0, 2.0, 1.5], censored_b=[False, True, False]).verdict
+    >>> paired_less([3.0, 4.0, 3.5, 3.1, 3.3], [1.0, 2.0, 1.5, 1.2, 1.7], censored_b=[0, 1, 0, 0, 0]).verdict
+    'INCONCLUSIVE'
+    >>> paired_less([12.0, 12.0], [8.0, 8.0]).verdict        # two equal differences: too few pairs to resolve
     'INCONCLUSIVE'
     """
     a = np.asarray(a, dtype=float).ravel()
@@ -219,9 +228,16 @@ def paired_less(a, b, *, confidence: float = 0.95, censored_a=None, censored_b=N
     b_ = np.where(np.isfinite(b), b, cap)[keep]
     if a_.size == 0:
         return Judgement(INCONCLUSIVE, math.nan, n=0, confidence=confidence)
-    j = judge_interval(mean_interval(a_ - b_, confidence), below=0.0)
+    d = a_ - b_
+    j = judge_interval(mean_interval(d, confidence), below=0.0)
     if (j.verdict == PASS and ca[keep].any()) or (j.verdict == FAIL and cb[keep].any()):
         return Judgement(INCONCLUSIVE, j.value, j.low, j.high, j.n, confidence, None)
+    if j.verdict in (PASS, FAIL):
+        fav, unfav = int(np.sum(d < 0)), int(np.sum(d > 0))
+        signs = sign_test(fav, unfav, alpha=1 - confidence) if j.verdict == PASS else \
+            sign_test(unfav, fav, alpha=1 - confidence)
+        if signs.verdict != PASS:
+            return Judgement(INCONCLUSIVE, j.value, j.low, j.high, j.n, confidence, signs.needed)
     return j
 
 

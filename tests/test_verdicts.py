@@ -58,14 +58,24 @@ def test_paired_less_tests_the_mean_difference_over_pairs():
 
 
 def test_censoring_never_decides_a_verdict_the_unsafe_way():
+    inf = math.inf
+    a, b = [1.0, 2.0, 1.5, 1.2, 1.7], [3.0, 4.0, 3.5, 3.1, 3.3]
     # the baseline b did not reach its target in one seed: its value is a lower bound
-    assert paired_less([1.0, 2.0, 1.5], [3.0, math.inf, 3.5]).verdict == PASS       # PASS only gets safer
-    assert paired_less([5.0, 6.0, 5.5], [1.0, 2.0, 1.5], censored_b=[False, True, False]).verdict == INCONCLUSIVE
+    assert paired_less(a, [3.0, inf, 3.5, 3.1, 3.3]).verdict == PASS                     # PASS only gets safer
+    assert paired_less(b, a, censored_b=[False, True, False, False, False]).verdict == INCONCLUSIVE
     # the claimed-better a did not reach it: a PASS would rest on a lower bound
-    assert paired_less([1.0, 2.0, 1.5], [3.0, 4.0, 3.5], censored_a=[False, True, False]).verdict == INCONCLUSIVE
-    assert paired_less([3.0, math.inf, 3.5], [1.0, 2.0, 1.5]).verdict == FAIL
+    assert paired_less(a, b, censored_a=[False, True, False, False, False]).verdict == INCONCLUSIVE
+    assert paired_less([3.0, inf, 3.5, 3.1, 3.3], a).verdict == FAIL
     # both censored in every pair: nothing to judge
-    assert paired_less([math.inf] * 3, [math.inf] * 3).n == 0
+    assert paired_less([inf] * 3, [inf] * 3).n == 0
+
+
+def test_a_resolved_paired_verdict_needs_the_signs_to_agree():
+    # equal differences collapse the t interval to a point; two pairs cannot resolve anything
+    assert paired_less([12.0, 12.0], [8.0, 8.0]).verdict == INCONCLUSIVE
+    # five pairs, one against: the t interval may exclude 0, the sign test (4 of 5) does not
+    j = paired_less([1.0, 1.0, 1.0, 1.0, 2.2], [2.0, 2.0, 2.0, 2.0, 2.0])
+    assert j.verdict == INCONCLUSIVE and j.needed is not None and j.needed > 5
 
 
 @pytest.mark.parametrize("more, less, verdict, needed", [
