@@ -1,7 +1,7 @@
 """Is the data loader ever the bottleneck of ``sfo train``? Loader samples/s against step samples/s, per b.
 
 Claim: the batch path ``sfo train`` uses — :class:`~sfotorch.sampler.ResizableLoader` over the
-engine's ``_BatchView``, i.e. ``ImageDataset.get_batch`` (one gather, crop/flip when the config
+engine's :class:`~sfotorch.device.BatchView`, i.e. ``ImageDataset.get_batch`` (one gather, crop/flip when the config
 augments, normalisation), the copy to the device when the images are not kept there, and the
 channels_last transform — delivers samples far faster than the training step consumes them, at
 every batch size Algorithm 2 visits, so a step spends only a small share of its time waiting for
@@ -10,8 +10,8 @@ its batch.
 Setup: for each b of ``--batch-sizes`` (default 8, 32, 128, 512, 4096: b₀ = 8 growing stage after
 stage; each capped at the training-set size n) the config (default
 configs/fashion_mnist_adaptive_cpu.toml: the small CNN on 5 000 real Fashion-MNIST images) is built
-by :func:`sfotorch.train.build_components` exactly as ``sfo train`` builds it — device, bf16,
-channels_last and on-device data from :func:`sfotorch.train.resolve_device`, and the thread count
+by :func:`sfotorch.components.build_components` exactly as ``sfo train`` builds it — device, bf16,
+channels_last and on-device data from :func:`sfotorch.device.resolve_device`, and the thread count
 sfo train sets — with b₀ = b (b_max raised to b where it is below) and no stage change during the
 timing (τ, and the period of a periodic schedule, beyond the run; no stall limit). Two timings on
 the same batches (the loader is rewound between them, so both take π₀'s batches from the same
@@ -52,9 +52,10 @@ import time
 import torch
 
 from sfotheory.validation import ParameterError, fail
+from sfotorch.components import build_components
 from sfotorch.config import apply_overrides, load_config
 from sfotorch.datasets import load_dataset
-from sfotorch.train import build_components, resolve_device
+from sfotorch.device import resolve_device
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHERE = "bench_loader_throughput"

@@ -6,7 +6,7 @@ the non-finite checks, the stage rule and its SFO account — costs at most 5% o
 of an ordinary loop ``zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()``.
 
 Setup: the model, data and batch of a config (default: configs/fashion_mnist_constant_cpu.toml,
-the small CNN on real Fashion-MNIST at b = 128), built by :func:`sfotorch.train.build_components`
+the small CNN on real Fashion-MNIST at b = 128), built by :func:`sfotorch.components.build_components`
 exactly as ``sfo train`` builds them, with no ‖∇f‖ check during the timing (τ larger than the run:
 check cost is the monitor's, reported by sfo train's summary as check_s). The plain loop gets an
 identical copy of the model (same θ₀), the same optimizer settings and the same batches: the
@@ -33,9 +33,10 @@ import time
 
 import torch
 
+from sfotorch.components import build_components
 from sfotorch.config import load_config
+from sfotorch.device import resolve_device
 from sfotorch.sampler import epoch_permutation
-from sfotorch.train import build_components, resolve_device
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -11,7 +11,8 @@ Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, 
 ``distributed``           DDP with exact global sums (:mod:`sfotorch.distributed`)
 ``checkpoint``            atomic, verified checkpoints (:mod:`sfotorch.checkpoint`)
 ``models``, ``datasets``  CIFAR ResNet-18, DenseNet, a small CNN; CIFAR and Fashion-MNIST readers
-``train``, ``plots``      ``sfo train`` and ``sfo plot``
+``train``, ``plots``      ``sfo train`` (the driver of seeds, over ``device``, ``components``,
+                          ``runlog``, ``progress``, ``evaluation``, ``summary``) and ``sfo plot``
 ========================  =====================================================================
 
 Importing ``sfotorch`` itself does not import torch (so ``sfo --help`` and ``sfo theory`` stay
