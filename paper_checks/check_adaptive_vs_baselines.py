@@ -39,7 +39,9 @@ seeds, its 95% t interval (:func:`paper_checks.verdicts.paired_less`): PASS when
 FAIL when above 0, INCONCLUSIVE otherwise (with the seeds that would resolve it). A run that did not
 reach ε_M is censored at what it had spent (a lower bound), which can only leave a verdict open,
 never decide it the wrong way. The intermediate thresholds and SFO with the checks counted are shown
-beside, not counted.
+beside, not counted, and so are the training loss f(θ) and the test accuracy (the first 2 000 test
+images) at equal steps: per seed, the last step of a fixed grid (64, 128, …, 2 048) that both runs
+reached, since each run stops at ε_M or at its budget.
 
 Quick mode: 3 seeds on 512 images, the authors' three baselines (constant b = 128, periodic, cosine),
 ε_M = ε₂ and a 12 000-sample budget (verdicts may be INCONCLUSIVE at this scale); standard: 5 seeds,
@@ -57,7 +59,7 @@ import sys
 from sfotheory import rule
 
 from .common import CheckResult, ClaimInfo, Comparison, RunContext, save_figure, script_main
-from .torch_runs import scaled_to_subset, torch_threads, train_run, training_data, warm_start
+from .torch_runs import scaled_to_subset, test_data, torch_threads, train_run, training_data, warm_start
 from .verdicts import paired_less
 
 CLAIM = ClaimInfo(
@@ -88,12 +90,15 @@ _QUICK = {
     "b_const": 128,               # samples: the authors' constant (and cosine) batch, capped at n / 4
     "max_samples": 12_000,        # training SFO budget per run (23 epochs of 512); runs stop at eps_M
     "schedules": ["adaptive", "constant", "periodic", "cosine"],   # quick: the authors' three baselines
+    "eval_steps": [64, 128, 256, 512, 1024, 2048],   # f(theta), test loss and accuracy after these steps
+    "test_n": 2000,               # test images (the first of the test split)
     "torch_threads": 1,           # measured fastest on the 2 busy cores
 }
 
 SETTINGS = {
     "smoke": {**_QUICK, "n": 256, "widths": [8, 16, 32], "seeds": [0, 1], "warmup_steps": 8, "b_max": 128,
               "final_stage": 2, "tau": 8, "period": 16, "b_const": 32, "max_samples": 600,
+              "eval_steps": [8, 16, 32], "test_n": 200,
               "schedules": ["adaptive", "constant", "constant_b0", "periodic", "cosine"]},
     "quick": _QUICK,
     "standard": {**_QUICK, "seeds": [0, 1, 2, 3, 4], "final_stage": 3, "max_samples": 24_000,
@@ -185,6 +190,36 @@ def _compare(runs: dict, base: str, eps: float, m: int, what: str, label: str, c
                              counts=counts)
 
 
+def _at_equal_steps(runs: dict, base: str) -> list[Comparison]:
+    """Training loss f(θ) and test accuracy, adaptive vs ``base``, at the same step (shown, not counted).
+
+    Per seed, the last evaluation step that both runs reached (runs stop at ε_M or at the budget, so
+    the step differs from seed to seed; it is printed).
+    """
+    pairs = []
+    for ra, rb in zip(runs["adaptive"], runs[base]):
+        common = sorted(set(ra.evaluations) & set(rb.evaluations))
+        if common:
+            pairs.append((common[-1], ra.evaluations[common[-1]], rb.evaluations[common[-1]]))
+    if not pairs:
+        return []
+    steps = [p[0] for p in pairs]
+    out = []
+    for key, label, sign in (("train_loss", "training loss f(theta)", 1.0), ("test_acc", "test accuracy", -1.0)):
+        a = [sign * p[1][key] for p in pairs]
+        b = [sign * p[2][key] for p in pairs]
+        j = paired_less(a, b)
+        ma, mb = statistics.fmean(p[1][key] for p in pairs), statistics.fmean(p[2][key] for p in pairs)
+        better = "lower" if sign > 0 else "higher"
+        out.append(Comparison.judged(
+            f"{label} at equal steps (steps {steps} per seed): adaptive vs {base}", j,
+            f"adaptive {better} (paired over seeds, 95% t interval; shown, not counted)",
+            measured=f"adaptive {ma:.4g} vs {base} {mb:.4g}; paired difference"
+                     f"{' (negated: baseline - adaptive)' if sign < 0 else ''} {j.text()}",
+            counts=False))
+    return out
+
+
 def _k(j) -> str:
     if j.n is None or math.isnan(j.value):
         return j.text()
@@ -201,7 +236,9 @@ def run(ctx: RunContext) -> CheckResult:
         notes.append("CIFAR-10 with ResNet-18 on CUDA.")
     elif ctx.mode == "full":
         notes.append("CIFAR/ResNet-18 not run (needs CIFAR in --data-dir and CUDA); Fashion-MNIST only.")
-    data = training_data(s["dataset"], s["n"], None if s["dataset"] == "fashion_mnist" else str(ctx.data_dir))
+    root = None if s["dataset"] == "fashion_mnist" else str(ctx.data_dir)
+    data = training_data(s["dataset"], s["n"], root)
+    test = test_data(s["dataset"], s["test_n"], root)
     model = s.get("model", "small_cnn")
     names = list(s["schedules"])
     runs = {k: [] for k in names}
@@ -215,7 +252,8 @@ def run(ctx: RunContext) -> CheckResult:
                     ctx.tick(run=f"{_n}/seed{_s}", step=step, stage=stage)
                 runs[name].append(train_run(scheds[name], data, seed=seed, max_steps=10**9,
                                             max_samples=s["max_samples"], stop_norm=eps[-1], model=model,
-                                            widths=s["widths"], label=name, tick=tick, init_state=states[seed]))
+                                            widths=s["widths"], label=name, tick=tick, init_state=states[seed],
+                                            evaluate_at=s["eval_steps"], test_data=test))
     final, M = eps[-1], len(eps) - 1
     bases = [b for b in names if b != "adaptive"]
     comparisons = []
@@ -227,6 +265,8 @@ def run(ctx: RunContext) -> CheckResult:
     for m, e in enumerate(eps[1:-1], start=1):
         for base in bases:
             comparisons.append(_compare(runs, base, e, m, "steps", "steps", counts=False))
+    for base in bases:
+        comparisons += _at_equal_steps(runs, base)
     stops = {name: [r.stop_reason for r in runs[name]] for name in names}
     final_b = {name: [r.records[-1].b if r.records else None for r in runs[name]] for name in names}
     stage0 = [next((t["step"] for t in r.transitions), None) for r in runs["adaptive"]]

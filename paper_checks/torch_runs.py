@@ -110,6 +110,14 @@ def training_data(dataset: str = "fashion_mnist", n: int | None = 2048, data_dir
     return data.without_augmentation()
 
 
+def test_data(dataset: str = "fashion_mnist", n: int | None = 2000, data_dir: str | None = None):
+    """The first ``n`` images of the test split (never augmented), for test loss and accuracy."""
+    from sfotorch.datasets import load_dataset
+
+    root = None if data_dir is None else str(data_dir)
+    return load_dataset(dataset, root=root, train=False, augment=False, subset=n, seed=0)
+
+
 def synthetic_data(n: int, seed: int = 0, image_size: int = 28):
     """A small random 10-class image set (1 channel) in the same :class:`ImageDataset` form, for tests."""
     from sfotorch.datasets import make_images
@@ -205,6 +213,7 @@ class RunResult:
     stop_reason: str
     batch_sizes: dict = field(default_factory=dict)
     backward_timing: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)
 
     def debiased_overhead_s(self) -> float:
         """Wall seconds the debiased monitor's hooks added to training: Σ_b steps_b × (hooked − plain)_b."""
@@ -279,7 +288,7 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
               optimizer: str = "sgd", momentum: float = 0.9, model: str = "small_cnn", widths=None,
               extra_monitors: dict | None = None, debiased: dict | None = None, decide: str = "exact",
               exact_batch: int = 256, label: str | None = None, tick=None, timing_reps: int = 5,
-              init_state: dict | None = None) -> RunResult:
+              init_state: dict | None = None, evaluate_at=(), test_data=None) -> RunResult:
     """Train one model under ``schedule`` and record every check (see the module docstring).
 
     Parameters
@@ -301,6 +310,9 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
         (:attr:`RunResult.backward_timing`, :meth:`RunResult.debiased_overhead_s`).
     init_state : the model's starting parameters (a ``state_dict``, e.g. from :func:`warm_start`), so that
         every schedule of a seed starts from the same θ₀; default: the seed's initialisation.
+    evaluate_at, test_data : after each of these steps, f(θ) (the mean loss over ``data``) and, with
+        ``test_data``, the test loss and accuracy (:func:`sfotorch.evaluation.evaluate`, eval mode, no
+        random draw, not counted as SFO) go to :attr:`RunResult.evaluations` under the step.
     """
     where = "train_run"
     max_steps = check_integer(max_steps, "max_steps", where, minimum=1)
@@ -325,6 +337,7 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
     sched = StageScheduler(opt, schedule, loader=loader, monitor=checks)
     records: list[CheckRecord] = []
     batch_sizes: dict[int, int] = {}
+    evaluate_at, evaluations = {int(k) for k in evaluate_at}, {}
     train_wall, loss_sum, loss_steps, stop_reason = 0.0, 0.0, 0, "max_steps"
     above_stop = False
     it = iter(loader)
@@ -355,6 +368,8 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
         batch_sizes[int(inputs.shape[0])] = batch_sizes.get(int(inputs.shape[0]), 0) + 1
         loss_sum += value
         loss_steps += 1
+        if sched.state.step in evaluate_at:
+            evaluations[int(sched.state.step)] = _evaluate(net, data, test_data, exact_batch)
         if not math.isfinite(value):
             stop_reason = "diverged"
             break
@@ -386,7 +401,17 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
                      records=records, transitions=list(sched.transitions), steps=int(st.step),
                      train_samples=int(st.samples), check_samples=int(st.check_samples), train_wall_s=train_wall,
                      measure_wall_s=dict(checks.wall), stop_reason=stop_reason, batch_sizes=batch_sizes,
-                     backward_timing=timing)
+                     backward_timing=timing, evaluations=evaluations)
+
+
+def _evaluate(net, data, test_data, batch_size: int) -> dict:
+    """f(θ) over the training data and, with ``test_data``, test loss and accuracy (eval mode)."""
+    from sfotorch.evaluation import evaluate
+
+    out = {"train_loss": evaluate(net, data, batch_size=batch_size, device="cpu")["test_loss"]}
+    if test_data is not None:
+        out.update(evaluate(net, test_data, batch_size=batch_size, device="cpu"))
+    return out
 
 
 def warm_start(data, *, seed: int, steps: int, batch_size: int, lr: float, model: str = "small_cnn",

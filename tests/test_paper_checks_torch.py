@@ -103,3 +103,17 @@ def test_optimizers_and_summaries():
     assert build_optimizer("sgd", p, 0.1).param_groups[0]["momentum"] == 0
     assert mean_std([2.0, 4.0]) == (3.0, pytest.approx(math.sqrt(2)))
     assert fmt_mean_std([1.0, math.inf]).startswith("not reached in 1 of 2")
+
+
+def test_evaluations_at_chosen_steps_leave_the_run_as_it_was(data):
+    s = rule.constant(b0=8, eta0=0.05, tau=4)
+    kw = dict(seed=3, max_steps=8, widths=(4, 4, 4))
+    a = train_run(s, data, evaluate_at=[2, 8, 50], test_data=synthetic_data(40, seed=5), **kw)
+    b = train_run(s, data, **kw)
+    assert sorted(a.evaluations) == [2, 8]              # step 50 is never reached
+    e = a.evaluations[8]
+    assert set(e) == {"train_loss", "test_loss", "test_acc"} and 0 <= e["test_acc"] <= 1
+    assert e["train_loss"] > 0 and b.evaluations == {}
+    # evaluating draws no random number and restores train mode: the trajectory is unchanged
+    assert [r.norms["exact"] for r in a.records] == [r.norms["exact"] for r in b.records]
+    assert [r.loss for r in a.records] == [r.loss for r in b.records]
