@@ -1,6 +1,6 @@
 """Benchmark: do the cheap gradient-norm monitors take the exact monitor's stage decisions, and at what cost?
 
-Claims under test (the targets of issue 13): the sequential monitor agrees with the exact norm's
+Claims under test (the targets this benchmark is judged by): the sequential monitor agrees with the exact norm's
 decision ‖∇f‖ ≤ ε_m on ≥ 95% of checks, makes every stage transition within one check of the exact
 monitor's run, at ≤ 10% of the exact monitor's measurement SFO, and reaches the last threshold at
 ≤ 0.6× the exact run's total SFO (training + measurement); the debiased monitor as ``sfo train``

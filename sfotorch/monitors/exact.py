@@ -10,7 +10,7 @@ computed in the model's dtype and added to a float64 accumulator as its *sum* S_
 chunk loss is multiplied by its size |C_c|), so a short last chunk is weighted correctly and the
 mean is exact up to the float32 rounding of each chunk.
 
-Unlike the reference implementation (THEORY.md, "Known weaknesses"), the pass runs in
+Unlike the reference implementation (``docs/theory.md``, "The reference implementation"), the pass runs in
 **eval mode** (BatchNorm uses its running statistics, dropout is off) on the dataset you
 give it, which must be the **un-augmented** training set (pass a deterministic ``transform``,
 e.g. normalisation, if the training pipeline applies one; never a random augmentation), and it

@@ -9,8 +9,8 @@ A subset S (|S| = s), drawn uniformly **without replacement**, gives
     \mathbb{E}\,\lVert g_S - \nabla f\rVert^2 = \operatorname{tr} C
         = \Bigl(1 - \frac{s}{n}\Bigr)\frac{\operatorname{tr} S^2}{s},
 
-with S² = (1/(n−1)) Σᵢ (∇fᵢ − ∇f)(∇fᵢ − ∇f)ᵀ the per-sample gradient covariance (THEORY.md's
-Σ up to the factor n/(n−1)). Hence **‖g_S‖² overestimates ‖∇f‖² by tr C**, which is
+with S² = (1/(n−1)) Σᵢ (∇fᵢ − ∇f)(∇fᵢ − ∇f)ᵀ the per-sample gradient covariance (the Σ of
+``docs/theory.md``, "Sampling with and without replacement", up to the factor n/(n−1)). Hence **‖g_S‖² overestimates ‖∇f‖² by tr C**, which is
 tr Σ / s for s ≪ n and 0 at s = n.
 
 Estimators (legend: k micro-batches of the subset, tr Σ̂ from

@@ -384,7 +384,7 @@ def test_stale_gradients_of_parameters_outside_the_optimizer_do_not_enter_the_st
     assert grads[0] == pytest.approx(grads[1], rel=1e-5)
 
 
-# -- no advance on no information (issue 13, item 2) ------------------------------------------------------
+# -- no advance on no information (docs/theory.md, "Estimating ‖∇f(θ)‖") --------------
 
 
 def _plain_loop_scheduler(decision):
@@ -402,7 +402,7 @@ def _plain_loop_scheduler(decision):
 @pytest.mark.parametrize("decision", ["estimate", "upper"])
 def test_a_clamped_window_is_undecided_and_does_not_advance_a_stage(decision):
     """ū = mean(‖g_B‖² − tr Σ̂/8) = 0.015 − 1.1/8 < 0: the noise term swamped the signal. Clamping it
-    to 0 made the point estimate 0 ≤ ε_0 and advanced the stage (the newcomer's first check in issue 13)."""
+    to 0 made the point estimate 0 ≤ ε_0 and advanced the stage at the first check of a plain loop."""
     from sfotheory.rule import Event
 
     mon, sched = _plain_loop_scheduler(decision)
