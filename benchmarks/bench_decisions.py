@@ -69,21 +69,21 @@ MONITORS = ("exact", "sequential", "debiased", "subsampled")
 class Beside:
     """The run's monitor (timed, charged) and the exact norm at the same θ (not timed, not charged)."""
 
-    uses_threshold = True
+    uses_eps_m = True
 
     def __init__(self, monitor, exact):
         self.monitor, self.exact, self.name = monitor, exact, monitor.name
         self.beside_seconds = 0.0
         self.checks = []
 
-    def measure(self, threshold):
-        m = (self.monitor.measure(threshold=threshold) if getattr(self.monitor, "uses_threshold", False)
+    def measure(self, eps_m):
+        m = (self.monitor.measure(eps_m=eps_m) if getattr(self.monitor, "uses_eps_m", False)
              else self.monitor.measure())
         t = time.perf_counter()
         exact = m.norm if self.monitor is self.exact else self.exact.measure().norm
         self.beside_seconds += time.perf_counter() - t
-        self.checks.append({"eps": threshold, "norm": m.norm, "below": m.decides_below(threshold),
-                            "exact_norm": exact, "exact_below": exact <= threshold, "undecided": m.undecided})
+        self.checks.append({"eps_m": eps_m, "norm": m.norm, "below": m.decides_below(eps_m),
+                            "exact_norm": exact, "exact_below": exact <= eps_m, "undecided": m.undecided})
         return m
 
 

@@ -188,7 +188,7 @@ def run(driver, cfg, x, y, model_kind):
             t_measure += time.perf_counter() - t0
             norm, cost = m.norm, m.cost
             ref = m if driver == "exact" else exact.measure()
-            eps = float(state.threshold)
+            eps = float(state.eps_m)
             checks.append({"stage": int(state.stage), "eps": eps, "norm": m.norm, "exact": ref.norm,
                            "agree": (m.norm <= eps) == (ref.norm <= eps), "clamped": m.clamped,
                            "se": m.extra.get("sq_norm_se"), "stats_steps": m.extra.get("stats_steps")})

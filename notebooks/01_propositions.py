@@ -112,5 +112,5 @@ trace.total
 # %%
 th = derive_stage_thresholds()
 vc = derive_variance_condition()
-display(th.threshold_of_batch, th.threshold, th.ratio, vc.series, vc.condition)  # noqa: F821
+display(th.eps_of_batch, th.eps_m, th.ratio, vc.series, vc.condition)  # noqa: F821
 print("LR increases below 2/L for the paper's eta0 = 0.1, gamma = 1.4, L = 1:", max_lr_increases(0.1, 1.4, L=1.0))

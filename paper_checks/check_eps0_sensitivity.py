@@ -87,7 +87,7 @@ def _floors(schedule, constants):
     out = []
     for r in rows:
         _, c2 = theory_constants(constants, r["eta"])
-        out.append((r["b"], r["eta"], r["eps"], c2 / r["b"]))
+        out.append((r["b"], r["eta"], r["eps_m"], c2 / r["b"]))
     return out
 
 

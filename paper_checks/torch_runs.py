@@ -323,17 +323,8 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = build_optimizer(optimizer, net.parameters(), schedule.eta0, momentum=momentum)
     loader = ResizableLoader(data, batch_size=schedule.b0, seed=seed)
-    monitors = {"exact": ExactMonitor(net, data, loss_fn, batch_size=exact_batch)}
-    for name, kw in (extra_monitors or {}).items():
-        monitors[name] = SubsampledMonitor(net, data, loss_fn, **{"seed": seed, "batch_size": exact_batch, **kw},
-                                           name=name)
-    deb = None
-    if debiased is not None:
-        deb = DebiasedMonitor(net, loss_fn, **{"population": n, **debiased}, name="debiased")
-        monitors["debiased"] = deb
-    if decide not in monitors:
-        fail("decide", where, f"one of the monitors {sorted(monitors)}", decide)
-    checks = _Checks(monitors, decide)
+    checks, deb = _monitors(net, data, loss_fn, seed=seed, exact_batch=exact_batch, extra_monitors=extra_monitors,
+                            debiased=debiased, decide=decide)
     sched = StageScheduler(opt, schedule, loader=loader, monitor=checks)
     records: list[CheckRecord] = []
     batch_sizes: dict[int, int] = {}
@@ -374,18 +365,12 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
             stop_reason = "diverged"
             break
         if due:
-            norms = {k: float(m.norm) for k, m in checks.last.items()}
-            extra = {k: {"lower": float(m.lower), "upper": float(m.upper), "cost": int(m.cost),
-                         "clamped": bool(m.clamped)} for k, m in checks.last.items()}
-            st = sched.state
-            records.append(CheckRecord(
-                step=int(st.step), train_samples=int(st.samples), check_samples=int(st.check_samples),
-                stage=int(before.stage), b=int(before.batch_size), eta=float(before.lr),
-                eps_m=float(before.threshold), event=event.name, norms=norms, loss=loss_sum / max(loss_steps, 1),
-                train_wall_s=train_wall, measure_wall_s=dict(checks.wall), extra=extra))
+            records.append(_check_record(checks, sched.state, before, event, loss_sum / max(loss_steps, 1),
+                                         train_wall))
+            norms = records[-1].norms
             loss_sum, loss_steps = 0.0, 0
             if tick is not None:
-                tick(step=int(st.step), stage=int(st.stage))
+                tick(step=int(sched.state.step), stage=int(sched.state.stage))
             if not math.isfinite(norms["exact"]):
                 stop_reason = "diverged"
                 break
@@ -402,6 +387,35 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
                      train_samples=int(st.samples), check_samples=int(st.check_samples), train_wall_s=train_wall,
                      measure_wall_s=dict(checks.wall), stop_reason=stop_reason, batch_sizes=batch_sizes,
                      backward_timing=timing, evaluations=evaluations)
+
+
+def _monitors(net, data, loss_fn, *, seed: int, exact_batch: int, extra_monitors, debiased, decide: str):
+    """The monitors of :func:`train_run` behind one :class:`_Checks` (the exact one first), and the
+    debiased monitor (or None) whose ``backward`` the training step then runs."""
+    monitors = {"exact": ExactMonitor(net, data, loss_fn, batch_size=exact_batch)}
+    for name, kw in (extra_monitors or {}).items():
+        monitors[name] = SubsampledMonitor(net, data, loss_fn, **{"seed": seed, "batch_size": exact_batch, **kw},
+                                           name=name)
+    deb = None
+    if debiased is not None:
+        deb = DebiasedMonitor(net, loss_fn, **{"population": len(data), **debiased}, name="debiased")
+        monitors["debiased"] = deb
+    if decide not in monitors:
+        fail("decide", "train_run", f"one of the monitors {sorted(monitors)}", decide)
+    return _Checks(monitors, decide), deb
+
+
+def _check_record(checks, st, before, event, loss: float, train_wall: float) -> CheckRecord:
+    """One check of :func:`train_run`: every monitor's measurement at state ``st``, the stage values
+    ``before`` the rule was applied, the rule's ``event`` and the mean training loss since the last check."""
+    norms = {k: float(m.norm) for k, m in checks.last.items()}
+    extra = {k: {"lower": float(m.lower), "upper": float(m.upper), "cost": int(m.cost),
+                 "clamped": bool(m.clamped)} for k, m in checks.last.items()}
+    return CheckRecord(
+        step=int(st.step), train_samples=int(st.samples), check_samples=int(st.check_samples),
+        stage=int(before.stage), b=int(before.batch_size), eta=float(before.lr),
+        eps_m=float(before.eps_m), event=event.name, norms=norms, loss=loss,
+        train_wall_s=train_wall, measure_wall_s=dict(checks.wall), extra=extra)
 
 
 def _evaluate(net, data, test_data, batch_size: int) -> dict:

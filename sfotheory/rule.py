@@ -55,10 +55,10 @@ A NaN or infinite norm never advances a stage; it is reported as
 
 >>> s = adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=1, b_max=4096)
 >>> st = initial_state(s)
->>> st.batch_size, st.lr, st.threshold
+>>> st.batch_size, st.lr, st.eps_m
 (8, 0.1, 0.5)
 >>> st, ev = advance(s, st, samples=8, norm=0.4)
->>> ev.name, st.stage, st.batch_size, round(st.lr, 6), round(st.threshold, 6)
+>>> ev.name, st.stage, st.batch_size, round(st.lr, 6), round(st.eps_m, 6)
 ('ADVANCED', 1, 16, 0.14, 0.353553)
 """
 
@@ -301,7 +301,7 @@ def stack_schedules(schedules) -> Schedule:
 class StageState(NamedTuple):
     """Progress of one run (or of a batch of runs, field by field).
 
-    ``batch_size``, ``lr`` and ``threshold`` are what the *next* step uses;
+    ``batch_size``, ``lr`` and ``eps_m`` are what the *next* step uses;
     ``samples`` counts training samples (SFO of the updates), ``check_samples``
     the gradient evaluations spent measuring ‖∇f‖; ``stalled`` says that the stall
     limit already fired in the current stage (it fires once per stage).
@@ -310,7 +310,7 @@ class StageState(NamedTuple):
     stage: int
     batch_size: int
     lr: float
-    threshold: float
+    eps_m: float
     step: int
     samples: int
     stage_step: int
@@ -328,7 +328,10 @@ def state_from_dict(d: dict) -> StageState:
     """Inverse of :meth:`StageState.to_dict`; refuses missing or unknown keys.
 
     ``stalled`` may be missing (a state saved before the field existed): it reads as False.
+    ``threshold`` is read as ``eps_m``, the one name of ε_m (states saved before the rename).
     """
+    if "threshold" in d and "eps_m" not in d:
+        d = {("eps_m" if k == "threshold" else k): v for k, v in d.items()}
     keys = set(d) | {"stalled"}
     if keys != set(StageState._fields):
         fail("d", "state_from_dict", f"a dict with exactly the keys {list(StageState._fields)}", sorted(d))
@@ -464,7 +467,7 @@ def initial_state(schedule: Schedule, shape=()) -> StageState:
     shape = np.broadcast_shapes(np.shape(b), tuple(shape) if not isinstance(shape, int) else (shape,))
     zeros = np.zeros(shape, dtype=np.int64)
     state = StageState(stage=zeros, batch_size=np.broadcast_to(b, shape).astype(np.int64),
-                       lr=np.broadcast_to(lr, shape).astype(float), threshold=np.broadcast_to(eps, shape).astype(float),
+                       lr=np.broadcast_to(lr, shape).astype(float), eps_m=np.broadcast_to(eps, shape).astype(float),
                        step=zeros, samples=zeros, stage_step=zeros, stage_samples=zeros, check_samples=zeros,
                        stopped=np.zeros(shape, dtype=bool), stalled=np.zeros(shape, dtype=bool))
     return _finish(state, scalar)
@@ -530,7 +533,6 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     by_norm = _code(schedule, "trigger", TRIGGERS) == 0
     by_period = _code(schedule, "trigger", TRIGGERS) == 1
     cosine_lr = _code(schedule, "lr_mode", LR_MODES) == 1
-    stall_action = _code(schedule, "stall_action", STALL_ACTIONS)
 
     measured = due & (norm is not None)
     value = ops.inf_like(step) if norm is None else ops.to_float(norm)
@@ -539,7 +541,7 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     nonfinite = ((measured & not_(finite)) | not_(ops.value(finite_step))) & active
     event = where(measured, int(Event.CHECKED), int(Event.NONE))
     event = where(nonfinite, int(Event.NONFINITE), event)
-    below_eps = measured & finite & not_(nonfinite) & (value <= st.threshold) & by_norm
+    below_eps = measured & finite & not_(nonfinite) & (value <= st.eps_m) & by_norm
     below_max = st.batch_size < schedule.b_max
     event = where(below_eps & not_(below_max), int(Event.AT_MAX), event)
     move = below_eps & below_max
@@ -549,25 +551,19 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
     event = where(periodic_move, int(Event.PERIOD), event)
     move = move | periodic_move
 
-    # reached or passed: a blocked step at the limit only delays the action to the next healthy step
-    stall = (active & by_norm & not_(move) & not_(nonfinite) & (schedule.stall_limit > 0)
-             & (stage_step >= schedule.stall_limit) & not_(ops.value(st.stalled)))
-    stall_move = stall & (stall_action == 1) & below_max
-    stall_stop = stall & ((stall_action == 2) | ((stall_action == 1) & not_(below_max)))
-    stall_warn = stall & (stall_action == 3)
-    event = where(stall_move, int(Event.STALL_ADVANCED), event)
-    event = where(stall_stop, int(Event.STALL_STOPPED), event)
-    event = where(stall_warn, int(Event.STALL_WARNED), event)
+    stall, stall_move, stall_stop, event = _stall_safeguard(ops, schedule, st, event, stage_step,
+                                                            active & by_norm & not_(move) & not_(nonfinite),
+                                                            below_max)
     move = move | stall_move
 
     stage = st.stage + ops.to_int(move)
-    b_new, lr_new, eps_new = _stage_values(ops, schedule, stage)
+    b_new, lr_new, eps_m_new = _stage_values(ops, schedule, stage)
     lr_new = where(cosine_lr, _cosine_lr(ops, schedule, step), lr_new)
     new = StageState(
         stage=stage,
         batch_size=where(active, b_new, st.batch_size),
         lr=where(active, lr_new, st.lr),
-        threshold=where(active, eps_new, st.threshold),
+        eps_m=where(active, eps_m_new, st.eps_m),
         step=step,
         samples=total,
         stage_step=where(move, 0, stage_step),
@@ -577,11 +573,30 @@ def advance(schedule: Schedule, state: StageState, samples, *, norm=None, check_
         stalled=where(move, False, st.stalled | stall),
     )
     if ops is _ScalarOps:
-        new = StageState(int(new.stage), int(new.batch_size), float(new.lr), float(new.threshold), int(new.step),
-                         int(new.samples), int(new.stage_step), int(new.stage_samples), int(new.check_samples),
-                         bool(new.stopped), bool(new.stalled))
-        return new, Event(int(event))
+        return StageState(*(type(v)(x) for v, x in zip(_PYTHON_TYPES, new))), Event(int(event))
     return _finish(new, False), np.asarray(event, dtype=np.int64)
+
+
+#: One value of each field's Python type, for the scalar state :func:`advance` returns.
+_PYTHON_TYPES = StageState(0, 0, 0.0, 0.0, 0, 0, 0, 0, 0, False, False)
+
+
+def _stall_safeguard(ops, schedule: Schedule, st: StageState, event, stage_step, eligible, below_max):
+    """The stall limit of :func:`advance`: once ``stage_step`` reaches or passes ``stall_limit`` on an
+    ``eligible`` step (running, norm-triggered, not moving, not blocked) and the stall action has not
+    fired in this stage, fire it: advance (or stop at b_max), stop, or warn. A blocked step at the
+    limit only delays the action to the next healthy step. Returns (stall, stall_move, stall_stop, event).
+    """
+    where, not_ = ops.where, ops.not_
+    action = _code(schedule, "stall_action", STALL_ACTIONS)
+    stall = (eligible & (schedule.stall_limit > 0) & (stage_step >= schedule.stall_limit)
+             & not_(ops.value(st.stalled)))
+    stall_move = stall & (action == 1) & below_max
+    stall_stop = stall & ((action == 2) | ((action == 1) & not_(below_max)))
+    event = where(stall_move, int(Event.STALL_ADVANCED), event)
+    event = where(stall_stop, int(Event.STALL_STOPPED), event)
+    event = where(stall & (action == 3), int(Event.STALL_WARNED), event)
+    return stall, stall_move, stall_stop, event
 
 
 def select(mask, if_true: StageState, if_false: StageState) -> StageState:
@@ -594,7 +609,7 @@ def schedule_table(schedule: Schedule, stages: int | None = None) -> list[dict]:
 
     >>> rows = schedule_table(adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4,
     ...                                            tau=1000, b_max=4096))
-    >>> len(rows), rows[-1]["b"], round(rows[-1]["eta"], 4), round(rows[-1]["eps"], 5)
+    >>> len(rows), rows[-1]["b"], round(rows[-1]["eta"], 4), round(rows[-1]["eps_m"], 5)
     (10, 4096, 2.0661, 0.0221)
     """
     if stages is None:
@@ -606,4 +621,4 @@ def schedule_table(schedule: Schedule, stages: int | None = None) -> list[dict]:
                 break
     stages = check_integer(stages, "stages", "schedule_table", minimum=1)
     b_m, eta_m, eps_m = stage_values(schedule, np.arange(stages))
-    return [{"m": m, "b": int(b_m[m]), "eta": float(eta_m[m]), "eps": float(eps_m[m])} for m in range(stages)]
+    return [{"m": m, "b": int(b_m[m]), "eta": float(eta_m[m]), "eps_m": float(eps_m[m])} for m in range(stages)]

@@ -282,79 +282,175 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
     (within an epoch); ``monitor`` ``"exact"`` or ``("subsample", s)``; the rest as
     in the module docstring. Returns a :class:`SimulationResult`.
     """
-    where = "simulate"
     t_start = time.perf_counter()
-    schedules, variance = _validate(problem, schedules, variance, allow_unstable, where)
+    schedules, variance = _validate(problem, schedules, variance, allow_unstable, "simulate")
+    eps, R, seed, max_steps, budget, observe_every, threads = _checked_numbers(
+        eps, replicates, seed, max_steps, budget, observe_every, threads)
+    check_choice(budget_counts, ("training", "total"), "budget_counts", "simulate")
+    check_choice(check_order, ("after_update", "before_update"), "check_order", "simulate")
+    mon_size, check_cost = _monitor_cost(problem, monitor, "simulate")
+    theta0 = np.asarray(problem.theta0 if theta0 is None else theta0, dtype=float)
+    if theta0.shape != (problem.dim,):
+        fail("theta0", "simulate", f"an array of shape ({problem.dim},)", theta0.shape)
+
+    C = len(schedules)
+    P = R * C
+    row_cfg = np.tile(np.arange(C), R)                  # row p = r*C + c
+    run = _Rows(problem, _rows_schedule(stack_schedules(schedules), row_cfg), np.tile(theta0, (P, 1)), keep_trace)
+    sampler = make_sampler(problem, variance, P, seed)
+
+    loss, norm = run.observe(0)
+    observed = True
+    hit0 = norm <= eps
+    run.hits(hit0)
+    done = (hit0 & stop_at_hit) | ~np.isfinite(norm)
+    run.stop(hit0 & stop_at_hit, _HIT, loss, norm)
+    run.stop(~np.isfinite(norm), _DIVERGED, loss, norm)
+
+    t = 0
+    while True:
+        if done.any():
+            loss, norm = run.compact(~done, loss, norm)
+            done = np.zeros(run.W.size, dtype=bool)
+        if run.W.size == 0:
+            break
+        if t >= max_steps:
+            if not observed:
+                loss, norm = run.observe(t)
+            run.stop(np.ones(run.W.size, dtype=bool), _MAX, loss, norm)
+            break
+        st = run.st
+        b = st.batch_size
+        if budget is not None:
+            spent = st.samples + (st.check_samples if budget_counts == "total" else 0)
+            broke = spent + b > budget
+            if broke.any():
+                if not observed:
+                    loss, norm = run.observe(t) if broke.all() else _observe_rows(problem, run.th, broke, loss, norm)
+                run.stop(broke, _BUDGET, loss, norm)
+                done = broke
+                continue
+        g = problem.minibatch_grad(run.th, b, StepRandom(seed, t, threads=threads), sampler=sampler, rows=run.W)
+        due = check_due(run.sch, st)
+        if check_order == "before_update":
+            value = _measure(problem, run.th, due, norm if observed else None, mon_size, seed, t)
+            run.st, ev = advance(run.sch, st, b, norm=value, check_cost=check_cost)
+            g *= run.st.lr[:, None]
+        else:
+            g *= st.lr[:, None]
+        run.th -= g
+        observed = (t + 1) % observe_every == 0
+        if observed:
+            loss, norm = run.observe(t + 1)
+        if check_order == "after_update":
+            value = _measure(problem, run.th, due, norm if observed else None, mon_size, seed, t)
+            run.st, ev = advance(run.sch, st, b, norm=value, check_cost=check_cost)
+        run.checked(due, ev)
+        t += 1
+        if observed:
+            first = run.hits((norm <= eps) & (run.out["hit_step"][run.W] < 0))
+            bad = ~np.isfinite(norm)
+            hit_stop = first & stop_at_hit
+            run.stop(hit_stop, _HIT, loss, norm)
+            run.stop(bad, _DIVERGED, loss, norm)
+            done = hit_stop | bad
+        rule_stop = np.asarray(run.st.stopped) & ~done
+        if rule_stop.any():
+            if not observed:
+                loss, norm = _observe_rows(problem, run.th, rule_stop, loss, norm)
+            run.stop(rule_stop, _RULE, loss, norm)
+            done = done | rule_stop
+
+    config = {
+        "problem": problem.spec(), "schedules": [s.to_dict() for s in schedules], "eps": eps, "replicates": R,
+        "seed": seed, "max_steps": max_steps, "budget": budget, "budget_counts": budget_counts,
+        "variance": variance.to_dict(), "monitor": list(monitor) if monitor != "exact" else "exact",
+        "check_cost": int(check_cost), "observe_every": observe_every, "keep_trace": keep_trace,
+        "stop_at_hit": stop_at_hit, "check_order": check_order, "theta0_is_default": bool(
+            np.array_equal(theta0, problem.theta0)), "stop_reasons": list(STOP_REASONS),
+    }
+    return run.result(config, R, C, wall_time=time.perf_counter() - t_start)
+
+
+def _checked_numbers(eps, replicates, seed, max_steps, budget, observe_every, threads):
+    """The numeric arguments of :func:`simulate`, checked (threads: at most 2 by default)."""
+    where = "simulate"
     eps = float(check_positive(eps, "eps", where, reason="the target is ||grad f|| <= eps"))
     R = check_integer(replicates, "replicates", where, minimum=1)
     seed = check_integer(seed, "seed", where, minimum=0)
     max_steps = check_integer(max_steps, "max_steps", where, minimum=1)
     if budget is not None:
         budget = check_integer(budget, "budget", where, minimum=1, reason="a budget counts samples")
-    check_choice(budget_counts, ("training", "total"), "budget_counts", where)
     observe_every = check_integer(observe_every, "observe_every", where, minimum=1)
-    check_choice(check_order, ("after_update", "before_update"), "check_order", where)
+    threads = min(2, os.cpu_count() or 1) if threads is None else check_integer(threads, "threads", where, minimum=1)
+    return eps, R, seed, max_steps, budget, observe_every, threads
+
+
+def _monitor_cost(problem: Problem, monitor, where: str):
+    """(subset size s or None, SFO charged per check) of ``monitor``: "exact" or ("subsample", s)."""
     if monitor == "exact":
-        mon_size, check_cost = None, problem.full_gradient_cost
-    elif isinstance(monitor, (tuple, list)) and len(monitor) == 2 and monitor[0] == "subsample":
+        return None, problem.full_gradient_cost
+    if isinstance(monitor, (tuple, list)) and len(monitor) == 2 and monitor[0] == "subsample":
         mon_size = check_integer(monitor[1], "monitor[1]", where, minimum=1)
         if problem.n is not None and mon_size > problem.n:
             fail("monitor", where, f"('subsample', s) with s <= n = {problem.n}", monitor)
-        check_cost = mon_size
-    else:
-        fail("monitor", where, "'exact' or ('subsample', s)", monitor)
-    threads = min(2, os.cpu_count() or 1) if threads is None else check_integer(threads, "threads", where, minimum=1)
+        return mon_size, mon_size
+    fail("monitor", where, "'exact' or ('subsample', s)", monitor)
 
-    C = len(schedules)
-    P = R * C
-    stacked = stack_schedules(schedules)
-    row_cfg = np.tile(np.arange(C), R)                  # row p = r*C + c
-    W = np.arange(P)                                     # the working set (global row ids)
-    sch = _rows_schedule(stacked, row_cfg)
-    st = initial_state(sch)
-    if theta0 is None:
-        theta0 = problem.theta0
-    theta0 = np.asarray(theta0, dtype=float)
-    if theta0.shape != (problem.dim,):
-        fail("theta0", where, f"an array of shape ({problem.dim},)", theta0.shape)
-    th = np.tile(theta0, (P, 1))
-    sampler = make_sampler(problem, variance, P, seed)
 
-    # Per-row outputs (global).
-    neg = lambda dt=np.int64: np.full(P, -1, dtype=dt)  # noqa: E731
-    out = {k: neg() for k in ("hit_step", "hit_sfo", "hit_check_sfo", "steps", "sfo", "check_sfo",
-                              "final_stage", "final_batch_size")}
-    out["checks"] = np.zeros(P, dtype=np.int64)
-    out["stop_reason"] = np.zeros(P, dtype=np.int64)
-    for k in ("final_norm", "final_loss", "final_lr"):
-        out[k] = np.full(P, np.nan)
-    min_norm = np.full(P, np.inf)
-    sigma2_max = np.full(P, -np.inf)
-    trans_step = np.full((P, 4), -1, dtype=np.int64)
-    trans_sfo = np.full((P, 4), -1, dtype=np.int64)
-    tr_step, tr_norm, tr_loss, tr_sfo = [], [], [], []
+class _Rows:
+    """The P = R·C rows of one simulation: the working set and what is recorded per row.
 
-    def observe(t):
-        """Exact f, ‖∇f‖, σ² at the working rows' current θ; updates min/sup and the trace."""
-        loss, norm, s2 = problem.observe(th)
-        min_norm[W] = np.minimum(min_norm[W], np.where(np.isfinite(norm), norm, np.inf))
-        sigma2_max[W] = np.maximum(sigma2_max[W], np.where(np.isfinite(s2), s2, -np.inf))
-        if keep_trace:
-            row = np.full(P, np.nan)
-            row[W] = norm
-            tr_norm.append(row)
-            row = np.full(P, np.nan)
-            row[W] = loss
-            tr_loss.append(row)
-            row = np.full(P, -1, dtype=np.int64)
-            row[W] = st.samples
-            tr_sfo.append(row)
-            tr_step.append(t)
+    ``W`` holds the global ids of the rows still running; ``th``, ``st`` and ``sch`` are theirs
+    (row i of each belongs to row ``W[i]``). Per-row outputs are indexed by global id, so rows
+    can leave the working set (:meth:`compact`) without moving what was recorded.
+    """
+
+    _INT_FIELDS = ("hit_step", "hit_sfo", "hit_check_sfo", "steps", "sfo", "check_sfo", "final_stage",
+                   "final_batch_size")
+
+    def __init__(self, problem: Problem, sch: Schedule, th: np.ndarray, keep_trace: bool):
+        P = th.shape[0]
+        self.problem, self.sch, self.th, self.keep_trace = problem, sch, th, keep_trace
+        self.st = initial_state(sch)
+        self.W = np.arange(P)
+        self.out = {k: np.full(P, -1, dtype=np.int64) for k in self._INT_FIELDS}
+        self.out["checks"] = np.zeros(P, dtype=np.int64)
+        self.out["stop_reason"] = np.zeros(P, dtype=np.int64)
+        for k in ("final_norm", "final_loss", "final_lr"):
+            self.out[k] = np.full(P, np.nan)
+        self.min_norm = np.full(P, np.inf)
+        self.sigma2_max = np.full(P, -np.inf)
+        self.trans_step = np.full((P, 4), -1, dtype=np.int64)
+        self.trans_sfo = np.full((P, 4), -1, dtype=np.int64)
+        self.trace = {"step": [], "norm": [], "loss": [], "sfo": []}
+
+    def observe(self, t: int):
+        """Exact f, ‖∇f‖, σ² at the working rows' θ; updates the minimum, the supremum and the trace."""
+        W, P = self.W, self.min_norm.size
+        loss, norm, s2 = self.problem.observe(self.th)
+        self.min_norm[W] = np.minimum(self.min_norm[W], np.where(np.isfinite(norm), norm, np.inf))
+        self.sigma2_max[W] = np.maximum(self.sigma2_max[W], np.where(np.isfinite(s2), s2, -np.inf))
+        if self.keep_trace:
+            for key, values, fill, dtype in (("norm", norm, np.nan, float), ("loss", loss, np.nan, float),
+                                             ("sfo", self.st.samples, -1, np.int64)):
+                row = np.full(P, fill, dtype=dtype)
+                row[W] = values
+                self.trace[key].append(row)
+            self.trace["step"].append(t)
         return loss, norm
 
-    def stop(mask, reason, loss, norm):
-        """Record the final fields of working rows ``mask`` and mark them stopped."""
-        g = W[mask]
+    def hits(self, first: np.ndarray) -> np.ndarray:
+        """Record working rows ``first`` as hitting ε now (step, SFO, check SFO); returns ``first``."""
+        g, st = self.W[first], self.st
+        self.out["hit_step"][g] = st.step[first]
+        self.out["hit_sfo"][g] = st.samples[first]
+        self.out["hit_check_sfo"][g] = st.check_samples[first]
+        return first
+
+    def stop(self, mask: np.ndarray, reason: int, loss: np.ndarray, norm: np.ndarray) -> None:
+        """Record the final fields of working rows ``mask`` and their stop reason."""
+        g, st, out = self.W[mask], self.st, self.out
         out["stop_reason"][g] = reason
         out["steps"][g] = st.step[mask]
         out["sfo"][g] = st.samples[mask]
@@ -365,118 +461,52 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
         out["final_loss"][g] = loss[mask]
         out["final_norm"][g] = norm[mask]
 
-    loss, norm = observe(0)
-    observed = True
-    hit0 = norm <= eps
-    out["hit_step"][W[hit0]] = 0
-    out["hit_sfo"][W[hit0]] = 0
-    out["hit_check_sfo"][W[hit0]] = 0
-    done = (hit0 & stop_at_hit) | ~np.isfinite(norm)
-    stop(hit0 & stop_at_hit, _HIT, loss, norm)
-    stop(~np.isfinite(norm), _DIVERGED, loss, norm)
-
-    t = 0
-    while True:
-        if done.any():                                   # compact the working set
-            keep = ~done
-            W, th = W[keep], th[keep]
-            st = type(st)(*(v[keep] for v in st))
-            sch = _rows_schedule(sch, np.flatnonzero(keep))
-            loss, norm = loss[keep], norm[keep]
-            done = np.zeros(W.size, dtype=bool)
-        if W.size == 0:
-            break
-        if t >= max_steps:
-            if not observed:
-                loss, norm = observe(t)
-            stop(np.ones(W.size, dtype=bool), _MAX, loss, norm)
-            break
-        b = st.batch_size
-        if budget is not None:
-            spent = st.samples + (st.check_samples if budget_counts == "total" else 0)
-            broke = spent + b > budget
-            if broke.any():
-                if not observed:
-                    loss, norm = observe(t) if broke.all() else _observe_rows(problem, th, broke, loss, norm)
-                stop(broke, _BUDGET, loss, norm)
-                done = broke
-                continue
-        rng = StepRandom(seed, t, threads=threads)
-        g = problem.minibatch_grad(th, b, rng, sampler=sampler, rows=W)
-        due = check_due(sch, st)
-        lr = st.lr
-        if check_order == "before_update":
-            value = _measure(problem, th, due, norm if observed else None, mon_size, seed, t)
-            st, ev = advance(sch, st, b, norm=value, check_cost=check_cost)
-            g *= st.lr[:, None]
-        else:
-            g *= lr[:, None]
-        th -= g
-        observed = (t + 1) % observe_every == 0
-        if observed:
-            loss, norm = observe(t + 1)
-        if check_order == "after_update":
-            value = _measure(problem, th, due, norm if observed else None, mon_size, seed, t)
-            st, ev = advance(sch, st, b, norm=value, check_cost=check_cost)
-        out["checks"][W[due]] += 1
+    def checked(self, due: np.ndarray, ev: np.ndarray) -> None:
+        """Count the checks of this step and record the stage transitions it made."""
+        self.out["checks"][self.W[due]] += 1
         moved = np.isin(ev, _MOVES)
-        if moved.any():
-            m = st.stage[moved]
-            if m.max() > trans_step.shape[1]:
-                extra = max(m.max(), 2 * trans_step.shape[1]) - trans_step.shape[1]
-                trans_step = np.pad(trans_step, ((0, 0), (0, extra)), constant_values=-1)
-                trans_sfo = np.pad(trans_sfo, ((0, 0), (0, extra)), constant_values=-1)
-            trans_step[W[moved], m - 1] = st.step[moved]
-            trans_sfo[W[moved], m - 1] = st.samples[moved]
-        t += 1
-        if observed:
-            first = (norm <= eps) & (out["hit_step"][W] < 0)
-            gh = W[first]
-            out["hit_step"][gh] = st.step[first]
-            out["hit_sfo"][gh] = st.samples[first]
-            out["hit_check_sfo"][gh] = st.check_samples[first]
-            bad = ~np.isfinite(norm)
-            hit_stop = first & stop_at_hit
-            stop(hit_stop, _HIT, loss, norm)
-            stop(bad, _DIVERGED, loss, norm)
-            done = hit_stop | bad
-        rule_stop = np.asarray(st.stopped) & ~done
-        if rule_stop.any():
-            if not observed:
-                loss, norm = _observe_rows(problem, th, rule_stop, loss, norm)
-            stop(rule_stop, _RULE, loss, norm)
-            done = done | rule_stop
+        if not moved.any():
+            return
+        m = self.st.stage[moved]
+        width = self.trans_step.shape[1]
+        if m.max() > width:
+            extra = max(m.max(), 2 * width) - width
+            self.trans_step = np.pad(self.trans_step, ((0, 0), (0, extra)), constant_values=-1)
+            self.trans_sfo = np.pad(self.trans_sfo, ((0, 0), (0, extra)), constant_values=-1)
+        self.trans_step[self.W[moved], m - 1] = self.st.step[moved]
+        self.trans_sfo[self.W[moved], m - 1] = self.st.samples[moved]
 
-    def grid(a):
-        return a.reshape(R, C, *a.shape[1:])
+    def compact(self, keep: np.ndarray, loss: np.ndarray, norm: np.ndarray):
+        """Drop the stopped rows from the working set; returns the kept rows' (loss, norm)."""
+        self.W, self.th = self.W[keep], self.th[keep]
+        self.st = type(self.st)(*(v[keep] for v in self.st))
+        self.sch = _rows_schedule(self.sch, np.flatnonzero(keep))
+        return loss[keep], norm[keep]
 
-    T = len(tr_step)
-    traces = {
-        "trace_step": np.asarray(tr_step, dtype=np.int64),
-        "trace_norm": np.asarray(tr_norm).reshape(T, R, C) if keep_trace else np.zeros((0, R, C)),
-        "trace_loss": np.asarray(tr_loss).reshape(T, R, C) if keep_trace else np.zeros((0, R, C)),
-        "trace_sfo": np.asarray(tr_sfo, dtype=np.int64).reshape(T, R, C) if keep_trace
-        else np.zeros((0, R, C), dtype=np.int64),
-    }
-    used = int(np.max(np.sum(trans_step >= 0, axis=1), initial=0))
-    config = {
-        "problem": problem.spec(), "schedules": [s.to_dict() for s in schedules], "eps": eps, "replicates": R,
-        "seed": seed, "max_steps": max_steps, "budget": budget, "budget_counts": budget_counts,
-        "variance": variance.to_dict(), "monitor": list(monitor) if monitor != "exact" else "exact",
-        "check_cost": int(check_cost), "observe_every": observe_every, "keep_trace": keep_trace,
-        "stop_at_hit": stop_at_hit, "check_order": check_order, "theta0_is_default": bool(
-            np.array_equal(theta0, problem.theta0)), "stop_reasons": list(STOP_REASONS),
-    }
-    return SimulationResult(
-        config=config,
-        hit=grid(out["hit_step"] >= 0),
-        **{k: grid(out[k]) for k in ("hit_step", "hit_sfo", "hit_check_sfo", "steps", "sfo", "check_sfo", "checks",
-                                     "stop_reason", "final_norm", "final_loss", "final_stage", "final_batch_size",
-                                     "final_lr")},
-        min_norm=grid(min_norm), sigma2_max=grid(sigma2_max),
-        transition_step=grid(trans_step[:, :used]), transition_sfo=grid(trans_sfo[:, :used]),
-        **traces, wall_time=time.perf_counter() - t_start,
-    )
+    def result(self, config: dict, R: int, C: int, *, wall_time: float) -> SimulationResult:
+        """The recorded rows as a :class:`SimulationResult` of (R, C) grids (row p = r·C + c)."""
+        def grid(a):
+            return a.reshape(R, C, *a.shape[1:])
+
+        T = len(self.trace["step"])
+
+        def traced(key, dtype):
+            return np.asarray(self.trace[key], dtype=dtype).reshape(T, R, C) if self.keep_trace \
+                else np.zeros((0, R, C), dtype=dtype)
+
+        used = int(np.max(np.sum(self.trans_step >= 0, axis=1), initial=0))
+        out = self.out
+        return SimulationResult(
+            config=config,
+            hit=grid(out["hit_step"] >= 0),
+            **{k: grid(out[k]) for k in (*self._INT_FIELDS, "checks", "stop_reason", "final_norm", "final_loss",
+                                         "final_lr")},
+            min_norm=grid(self.min_norm), sigma2_max=grid(self.sigma2_max),
+            transition_step=grid(self.trans_step[:, :used]), transition_sfo=grid(self.trans_sfo[:, :used]),
+            trace_step=np.asarray(self.trace["step"], dtype=np.int64),
+            trace_norm=traced("norm", float), trace_loss=traced("loss", float), trace_sfo=traced("sfo", np.int64),
+            wall_time=wall_time,
+        )
 
 
 def _observe_rows(problem, th, mask, loss, norm):

@@ -25,7 +25,7 @@ m < log(2/(Lη₀))/log γ, so at most ⌈log(2/(Lη₀))/log γ⌉ − 1 increa
 Legend: m stage, b_m batch size, ε_m threshold on ‖∇f‖, δ > 1 and γ ≥ 1 per-stage
 growth of b and η, b₀, η₀, ε₀ stage-0 values, C₂ = Lσ²η/(2 − Lη), L smoothness.
 
->>> sp.simplify(derive_stage_thresholds().threshold - S.eps0 * sp.sqrt(S.b0 / S.b))   # ε_m = ε₀√(b₀/b_m)
+>>> sp.simplify(derive_stage_thresholds().eps_m - S.eps0 * sp.sqrt(S.b0 / S.b))   # ε_m = ε₀√(b₀/b_m)
 0
 >>> max_lr_increases(0.1, 1.4, L=1.0)          # 0.1·1.4⁸ = 1.476 < 2 < 0.1·1.4⁹ = 2.066
 8
@@ -59,13 +59,13 @@ __all__ = [
 class StageThresholdDerivation:
     """ε_m from "b_m is the critical batch size of stage m" (b stands for b_m, ε for ε_m).
 
-    ``threshold_of_batch`` = √(2C₂/b) solves b = 2C₂/ε² for ε > 0; ``threshold``
+    ``eps_of_batch`` = √(2C₂/b) solves b = 2C₂/ε² for ε > 0; ``eps_m``
     = ε₀√(b₀/b) eliminates C₂ with the stage-0 pair (b₀, ε₀); ``ratio`` = ε_{m+1}/ε_m
     = 1/√δ for b_{m+1} = δ b_m; ``exponential`` = ε₀δ^{−m/2} for b_m = b₀δ^m.
     """
 
-    threshold_of_batch: sp.Expr
-    threshold: sp.Expr
+    eps_of_batch: sp.Expr
+    eps_m: sp.Expr
     ratio: sp.Expr
     exponential: sp.Expr
 
@@ -75,16 +75,16 @@ def derive_stage_thresholds() -> StageThresholdDerivation:
     """Derive ε_m from the critical batch size of Proposition 2 (with replacement).
 
     >>> d = derive_stage_thresholds()
-    >>> sp.simplify(d.threshold - S.eps0 * sp.sqrt(S.b0 / S.b)), sp.simplify(d.ratio - 1 / sp.sqrt(S.delta))
+    >>> sp.simplify(d.eps_m - S.eps0 * sp.sqrt(S.b0 / S.b)), sp.simplify(d.ratio - 1 / sp.sqrt(S.delta))
     (0, 0)
     """
     critical = derive_critical_batch_size("with_replacement").critical  # 2C₂/ε²
-    (threshold_of_batch,) = [r for r in sp.solve(sp.Eq(S.b, critical), S.eps) if r.is_positive]
-    (c2_from_stage0,) = sp.solve(sp.Eq(S.eps0, threshold_of_batch.subs(S.b, S.b0)), S.C2)
-    threshold = sp.simplify(threshold_of_batch.subs(S.C2, c2_from_stage0))
-    ratio = sp.simplify(threshold_of_batch.subs(S.b, S.delta * S.b) / threshold_of_batch)
-    exponential = sp.simplify(threshold.subs(S.b, S.b0 * S.delta**S.m))
-    return StageThresholdDerivation(threshold_of_batch=threshold_of_batch, threshold=threshold, ratio=ratio,
+    (eps_of_batch,) = [r for r in sp.solve(sp.Eq(S.b, critical), S.eps) if r.is_positive]
+    (c2_from_stage0,) = sp.solve(sp.Eq(S.eps0, eps_of_batch.subs(S.b, S.b0)), S.C2)
+    eps_m = sp.simplify(eps_of_batch.subs(S.C2, c2_from_stage0))
+    ratio = sp.simplify(eps_of_batch.subs(S.b, S.delta * S.b) / eps_of_batch)
+    exponential = sp.simplify(eps_m.subs(S.b, S.b0 * S.delta**S.m))
+    return StageThresholdDerivation(eps_of_batch=eps_of_batch, eps_m=eps_m, ratio=ratio,
                                     exponential=exponential)
 
 

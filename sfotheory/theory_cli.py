@@ -100,7 +100,7 @@ def paper_report(L: float | None = None) -> str:
         "  stage m advances when ||grad f(theta)|| <= eps_m = eps0 sqrt(b0 / b_m):",
         "     m      b_m        eta_m        eps_m",
     ]
-    lines += [f"  {r['m']:4d} {r['b']:8d} {r['eta']:12.6g} {r['eps']:12.6g}" for r in rows]
+    lines += [f"  {r['m']:4d} {r['b']:8d} {r['eta']:12.6g} {r['eps_m']:12.6g}" for r in rows]
     last = rows[-1]
     lines.append(f"  the last stage's eta = {last['eta']:.4g} is below 2/L only for L < {2 / last['eta']:.4g}; "
                  "cap it with eta_max for a rougher loss")

@@ -51,7 +51,7 @@ class TimedMonitor:
         self.name = monitor.name
         self.seconds = 0.0
 
-    def measure(self, **kwargs):         # threshold=ε_m for a monitor with uses_threshold
+    def measure(self, **kwargs):         # eps_m=ε_m for a monitor with uses_eps_m
         t = time.perf_counter()
         try:
             return self.monitor.measure(**kwargs)

@@ -99,7 +99,7 @@ def plot_runs(run_dirs, out_stem: str, *, x: str = "samples", formats=("png", "p
         if checks:
             first = checks[0]
             x_steps = [0] + xs
-            axes[0, 0].step(x_steps, [first["eps_m"]] + [r.get("eps_next", r["eps_m"]) for r in checks],
+            axes[0, 0].step(x_steps, [first["eps_m"]] + [r.get("eps_m_next", r["eps_m"]) for r in checks],
                             where="post", color=color, lw=0.8, ls="--")
             axes[1, 0].step(x_steps, [first["b"]] + [r.get("b_next", r["b"]) for r in checks], where="post",
                             color=color, label=run["label"])

@@ -8,9 +8,9 @@ in place on a terminal (:func:`sfotheory.progress.write_status_line`).
 >>> out = io.StringIO()
 >>> p = Progress(out, every=1e9, label="[seed 1] ")
 >>> p.update({"step": 3, "samples": 24, "check": 100, "epoch": 0.5, "stage": 1, "b": 8, "eta": 0.1,
-...           "eps": 0.25, "norm": 0.3, "fraction": 0.5, "samples_per_s": 12.0}, force=True)
+...           "eps_m": 0.25, "norm": 0.3, "fraction": 0.5, "samples_per_s": 12.0}, force=True)
 >>> out.getvalue()
-'[seed 1] step 3 ep 0.50 | stage 1 b 8 lr 0.1 | norm 0.3 eps 0.25 | SFO 24+100 | 12 samples/s 50%\n'
+'[seed 1] step 3 ep 0.50 | stage 1 b 8 lr 0.1 | norm 0.3 eps_m 0.25 | SFO 24+100 | 12 samples/s 50%\n'
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Progress(StatusLine):
         norm = "-" if info.get("norm") is None else f"{info['norm']:.4g}"
         done = f" {100 * info['fraction']:.0f}%" if info.get("fraction") is not None else ""
         line = (f"{self.label}step {info['step']} ep {info['epoch']:.2f} | stage {info['stage']} b {info['b']} "
-                f"lr {info['eta']:.4g} | norm {norm} eps {info['eps']:.3g} | SFO {_k(samples)}+{_k(info['check'])} "
+                f"lr {info['eta']:.4g} | norm {norm} eps_m {info['eps_m']:.3g} | SFO {_k(samples)}+{_k(info['check'])} "
                 f"| {rate:.0f} samples/s{done}")
         write_status_line(self.stream, line, self.tty)
         self._wrote = True

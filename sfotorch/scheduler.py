@@ -165,7 +165,7 @@ class StageScheduler:
         n (silently when left at its default, with a warning when given larger).
     monitor : an object with ``.name`` and ``.measure() -> m`` where ``m.norm`` is G = ‖∇f(θ)‖
         and ``m.cost`` the gradient evaluations spent; called on check steps. A monitor with
-        ``uses_threshold = True`` is called as ``measure(threshold=ε_m)``; a measurement with
+        ``uses_eps_m = True`` is called as ``measure(eps_m=ε_m)``; a measurement with
         ``undecided = True`` never advances a stage (the check is counted, its log record has
         ``"undecided": true``). Instead, pass ``step(norm=...)`` on check steps (:attr:`check_due`
         tells when).
@@ -247,9 +247,9 @@ class StageScheduler:
         return int(self._state.stage)
 
     @property
-    def threshold(self) -> float:
+    def eps_m(self) -> float:
         """ε_m = ε₀ √(b₀ / b_m): the norm that ends the current stage."""
-        return float(self._state.threshold)
+        return float(self._state.eps_m)
 
     @property
     def stopped(self) -> bool:
@@ -332,8 +332,8 @@ class StageScheduler:
                 cost = check_integer(check_cost, "check_cost", "StageScheduler.step", minimum=0)
                 monitor_name = "external"
             elif self.monitor is not None:
-                if getattr(self.monitor, "uses_threshold", False):
-                    m = self.monitor.measure(threshold=float(st.threshold))
+                if getattr(self.monitor, "uses_eps_m", False):
+                    m = self.monitor.measure(eps_m=float(st.eps_m))
                 else:
                     m = self.monitor.measure()
                 monitor_name = str(getattr(self.monitor, "name", type(self.monitor).__name__))
@@ -346,7 +346,7 @@ class StageScheduler:
                                   f"norm-triggered schedule {sched.name!r}")
         compared = value
         if undecided and math.isfinite(value):    # no information: the rule sees a norm above ε_m
-            compared = max(value, math.nextafter(float(st.threshold), math.inf))
+            compared = max(value, math.nextafter(float(st.eps_m), math.inf))
         new, event = rule.advance(sched, st, samples, norm=compared, check_cost=cost, finite=not bad_loss)
         self._state = new
         self.last_event = event
@@ -355,7 +355,7 @@ class StageScheduler:
         self.account.add(stage=int(st.stage), samples=samples, check_cost=cost, checked=checked)
         if int(new.stage) != int(st.stage):
             self.transitions.append({"step": int(new.step), "event": event.name, "stage": int(new.stage),
-                                     "b": int(new.batch_size), "eta": float(new.lr), "eps_m": float(new.threshold),
+                                     "b": int(new.batch_size), "eta": float(new.lr), "eps_m": float(new.eps_m),
                                      "samples": int(new.samples), "check_samples": int(new.check_samples)})
         self._apply()
         stalled = event in (Event.STALL_ADVANCED, Event.STALL_STOPPED, Event.STALL_WARNED)
@@ -366,7 +366,7 @@ class StageScheduler:
             self._write(record)
         if event == Event.STALL_WARNED:
             warnings.warn(f"StageScheduler: stage {int(st.stage)} reached the stall limit "
-                          f"({sched.stall_limit} steps) without ‖∇f‖ <= eps_m = {float(st.threshold):.4g}",
+                          f"({sched.stall_limit} steps) without ‖∇f‖ <= eps_m = {float(st.eps_m):.4g}",
                           RuntimeWarning, stacklevel=3)
         if bad_loss:
             self._nonfinite("loss", loss_value, int(new.step), None)
@@ -402,11 +402,11 @@ class StageScheduler:
         return {
             "step": int(new.step), "samples": int(new.samples), "check_samples": int(new.check_samples),
             "sfo_total": int(new.samples) + int(new.check_samples), "stage": int(old.stage),
-            "b": int(old.batch_size), "eta": float(old.lr), "eps_m": float(old.threshold),
+            "b": int(old.batch_size), "eta": float(old.lr), "eps_m": float(old.eps_m),
             "norm": value, "monitor": monitor_name, "event": event.name, "check": bool(due),
             "stage_samples": row["train"], "stage_check_samples": row["measure"],
             "stage_next": int(new.stage), "b_next": int(new.batch_size), "eta_next": float(new.lr),
-            "eps_next": float(new.threshold),
+            "eps_m_next": float(new.eps_m),
         }
 
     def _write(self, record: dict) -> None:

@@ -39,7 +39,7 @@ from collections.abc import Iterable
 
 from sfotheory.validation import check_choice, check_integer, fail
 
-__all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "cut_log_after_step", "log_columns", "log_table", "plot_log",
+__all__ = ["LEGACY_KEYS", "LOG_FIELDS", "SFOAccount", "SFOLogWriter", "cut_log_after_step", "log_columns", "log_table", "plot_log",
            "read_log", "rewind_log", "truncate_log"]
 
 #: The fields of one log record, in order. ``stage``, ``b``, ``eta``, ``eps_m`` are the values the
@@ -48,7 +48,10 @@ __all__ = ["LOG_FIELDS", "SFOAccount", "SFOLogWriter", "cut_log_after_step", "lo
 #: ``stage_samples``/``stage_check_samples`` the same within the stage the step ran in.
 LOG_FIELDS = ("step", "samples", "check_samples", "sfo_total", "stage", "b", "eta", "eps_m", "norm", "monitor",
               "event", "check", "stage_samples", "stage_check_samples", "stage_next", "b_next", "eta_next",
-              "eps_next")
+              "eps_m_next")
+
+#: Keys of logs written before ε_m had one name, and the name :func:`read_log` gives them.
+LEGACY_KEYS = {"eps_next": "eps_m_next"}
 
 
 class SFOAccount:
@@ -213,23 +216,31 @@ def cut_log_after_step(path: str | os.PathLike, step: int) -> int:
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
-    """The records of a JSON-lines log, in order (blank lines skipped)."""
+    """The records of a JSON-lines log, in order (blank lines skipped); a key of an older log is read
+    under its current name (:data:`LEGACY_KEYS`)."""
     out = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
                 fail("path", "read_log", "a JSON-lines file", f"{os.fspath(path)}:{lineno}", reason=str(e))
+            out.append(_current_keys(rec))
     return out
+
+
+def _current_keys(rec):
+    if isinstance(rec, dict) and not LEGACY_KEYS.keys().isdisjoint(rec):
+        return {LEGACY_KEYS.get(k, k): v for k, v in rec.items()}
+    return rec
 
 
 def _records(path_or_records) -> list[dict]:
     if isinstance(path_or_records, (str, os.PathLike)):
         return read_log(path_or_records)
-    return list(path_or_records)
+    return [_current_keys(r) for r in path_or_records]
 
 
 def log_columns(path_or_records: str | os.PathLike | Iterable[dict]) -> dict[str, list]:
@@ -303,7 +314,7 @@ def plot_log(path_or_records, out_png: str | os.PathLike, *, x: str = "samples",
     # step lines start at x = 0 with the values in force before the first record
     x_steps = [0] + xs
     first = records[0]
-    ax_norm.step(x_steps, [first["eps_m"]] + [r.get("eps_next", r["eps_m"]) for r in records], where="post",
+    ax_norm.step(x_steps, [first["eps_m"]] + [r.get("eps_m_next", r["eps_m"]) for r in records], where="post",
                  color="k", lw=1, ls="--", label="ε_m")
     for xv, r in zip(xs, records):
         if r.get("stage_next", r["stage"]) != r["stage"]:

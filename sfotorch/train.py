@@ -312,7 +312,7 @@ class _SeedRun:
         st, loop, log, monitor = self.built.scheduler.state, self.built.loop, self.log, self.built.monitor
         return {"step": loop.steps, "samples": int(st.samples), "check": int(st.check_samples),
                 "epoch": int(st.samples) / self.n, "stage": int(st.stage), "b": int(st.batch_size),
-                "eta": float(st.lr), "eps": float(st.threshold),
+                "eta": float(st.lr), "eps_m": float(st.eps_m),
                 "norm": None if log.last_check is None else log.last_check["norm"],
                 "fraction": (int(st.samples) / self.max_samples) if self.max_samples else
                             (loop.steps / self.max_steps if self.max_steps else None),

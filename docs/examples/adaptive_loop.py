@@ -25,6 +25,6 @@ for epoch in range(4):
         scheduler.step(loss=loss)                                                                       # <- sfo
         if scheduler.stage_changed:                                                                     # <- sfo
             print(f"step {scheduler.state.step}: stage {scheduler.stage}, b={scheduler.batch_size}, "
-                  f"lr={scheduler.get_last_lr()[0]:.4g}, eps={scheduler.threshold:.4g}")
+                  f"lr={scheduler.get_last_lr()[0]:.4g}, eps_m={scheduler.eps_m:.4g}")
     print(f"epoch {epoch}: loss {loss.item():.4f}, SFO train {scheduler.account.totals()['train']}, "
           f"measure {scheduler.account.totals()['measure']}")

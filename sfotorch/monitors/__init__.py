@@ -3,7 +3,7 @@ r"""Gradient-norm monitors: estimates of ‖∇f(θ)‖ for the stage rule of Al
 Each monitor has a ``name`` and ``measure() -> Measurement`` (``norm``, ``cost`` in gradient
 evaluations spent beyond training, ``monitor``, and optional fields: ``sq_norm``, ``raw_norm``,
 ``trace_cov``, ``lower``/``upper``/``margin``/``confidence``, ``samples_used``, ``clamped``,
-``undecided``). A monitor with ``uses_threshold = True`` is called as ``measure(threshold=ε_m)``.
+``undecided``). A monitor with ``uses_eps_m = True`` is called as ``measure(eps_m=ε_m)``.
 
 ============================ ================================ ======================== ================
 monitor                      estimate                          cost per check           leaves a trace?

@@ -85,7 +85,7 @@ class Measurement:
     - ``extra`` — monitor-specific details (a dict, not compared).
 
     A monitor that needs ε_m to measure (to decide how much to measure, or whether it can decide at
-    all) sets the class attribute ``uses_threshold = True`` and takes ``measure(threshold=ε_m)``;
+    all) sets the class attribute ``uses_eps_m = True`` and takes ``measure(eps_m=ε_m)``;
     :class:`~sfotorch.scheduler.StageScheduler` passes the current ε_m to it.
     """
 
@@ -110,10 +110,10 @@ class Measurement:
         if math.isnan(self.raw_norm):
             object.__setattr__(self, "raw_norm", float(self.norm))
 
-    def decides_below(self, threshold: float) -> bool:
+    def decides_below(self, eps_m: float) -> bool:
         """The stage rule's test ‖∇f‖ ≤ ε_m on the point estimate (False for a NaN norm or an undecided
         measurement)."""
-        return bool(self.norm <= threshold) and not self.undecided
+        return bool(self.norm <= eps_m) and not self.undecided
 
     def to_dict(self) -> dict:
         """JSON-friendly fields (``extra`` included as it is)."""
@@ -128,7 +128,7 @@ class GradientNormMonitor:
     """
 
     name: str = "monitor"
-    uses_threshold: bool = False
+    uses_eps_m: bool = False
 
     def measure(self) -> Measurement:  # pragma: no cover - abstract
         raise NotImplementedError

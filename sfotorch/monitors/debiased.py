@@ -92,7 +92,7 @@ from a handful of steps). ``decision`` sets what
 
 **No advance on no information.** Whatever ``decision`` is, a check is ``undecided`` — the stage
 rule does not advance on it (:class:`~sfotorch.scheduler.StageScheduler` passes ε_m as
-``measure(threshold=ε_m)`` and honours :attr:`~sfotorch.monitors.base.Measurement.undecided`) — when
+``measure(eps_m=ε_m)`` and honours :attr:`~sfotorch.monitors.base.Measurement.undecided`) — when
 
 - ū < 0 (clamped): the noise term c_b tr Σ̂/b exceeded the observed ‖g_B‖², so the window says
   nothing about ‖∇f‖² beyond "small against the noise"; √max(ū, 0) = 0 would advance on that alone;
@@ -100,7 +100,7 @@ rule does not advance on it (:class:`~sfotorch.scheduler.StageScheduler` passes 
   With se ≤ ε_m²/2 and ū approximately normal, a point estimate below ε_m² arises from a true
   ‖∇f‖² = 2ε_m² with probability ≤ Φ(−2) ≈ 2.3%.
 
-Without a threshold (``measure()`` called directly) only the first rule applies.
+Without ε_m (``measure()`` called directly) only the first rule applies.
 
 **Training loop.** Replace ``loss.backward()`` by ``monitor.backward(inputs, targets)``. With the
 hooks, or on a step without statistics, it *is* ``loss_fn(model(inputs), targets).backward()``
@@ -162,7 +162,7 @@ class DebiasedMonitor(GradientNormMonitor):
     max_relative_se : a check with se > max_relative_se · ε_m² is undecided (None: no such rule).
     """
 
-    uses_threshold = True
+    uses_eps_m = True
 
     def __init__(self, model: nn.Module, loss_fn, *, micro_batches: int = 4, variance_source: str = "micro_batches",
                  beta: float | None = None, population: int | None = None, confidence: float = 0.95,
@@ -344,12 +344,12 @@ class DebiasedMonitor(GradientNormMonitor):
         var = max(total_sq / weight - mean * mean, 0.0)
         return mean, (var / (n_eff - 1.0) if n_eff > 1.0 + 1e-9 else math.inf), n_eff
 
-    def measure(self, threshold: float | None = None) -> Measurement:
+    def measure(self, eps_m: float | None = None) -> Measurement:
         """The smoothed estimate; ``cost`` = 0. NaN if no finite step with statistics was recorded
         since the last measurement (window mode) or if a step since then had a non-finite gradient.
-        ``threshold``: ε_m, for the undecided rule (see the module doc)."""
-        if threshold is not None:
-            threshold = check_positive(threshold, "threshold", "DebiasedMonitor.measure")
+        ``eps_m``: ε_m, for the undecided rule (see the module doc)."""
+        if eps_m is not None:
+            eps_m = check_positive(eps_m, "eps_m", "DebiasedMonitor.measure")
         st = dict(self._stats)
         nonfinite = self._nonfinite_since_measure
         self._nonfinite_since_measure = False
@@ -384,15 +384,15 @@ class DebiasedMonitor(GradientNormMonitor):
         one_sided = math.sqrt(max(one_sided_sq, 0.0)) if math.isfinite(one_sided_sq) else math.inf
         clamped = mean_u < 0.0
         self.clamped_count += int(clamped)
-        imprecise = (threshold is not None and self.max_relative_se is not None
-                     and not se <= self.max_relative_se * threshold * threshold)
+        imprecise = (eps_m is not None and self.max_relative_se is not None
+                     and not se <= self.max_relative_se * eps_m * eps_m)
         estimate = math.sqrt(max(mean_u, 0.0))
         return Measurement(
             norm=one_sided if self.decision == "upper" else estimate, cost=0, monitor=self.name, sq_norm=mean_u,
             raw_norm=math.sqrt(g2), trace_cov=trace, lower=lower, upper=upper, margin=(upper - lower) / 2.0,
             confidence=self.confidence, samples_used=int(st["samples"]), clamped=clamped,
             undecided=clamped or imprecise,
-            extra={"threshold": threshold, "steps": int(st["steps"]), "stats_steps": n_eff if paired else st["ws"] ** 2 / st["ws2"],
+            extra={"eps_m": eps_m, "steps": int(st["steps"]), "stats_steps": n_eff if paired else st["ws"] ** 2 / st["ws2"],
                    "effective_steps": n_eff, "sq_norm_se": se, "estimate": estimate, "one_sided_upper": one_sided,
                    "decision": self.decision, "paired": paired,
                    "noise_scale": trace / mean_u if mean_u > 0 else math.inf})

@@ -81,8 +81,8 @@ dataset, leaving no trace, as the exact monitor does (:func:`~sfotorch.monitors.
 one forward/backward per block and look (chunks of at most ``batch_size``). On one process (under
 DDP every rank would compute the same subsets in full).
 
-The scheduler passes ε_m (``uses_threshold``); called directly, :meth:`SequentialMonitor.measure`
-needs it as ``threshold``.
+The scheduler passes ε_m (``uses_eps_m``); called directly, :meth:`SequentialMonitor.measure`
+needs it as ``eps_m``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class SequentialMonitor(DatasetMonitor):
     seed : subsets are a function of (seed, call index).
     """
 
-    uses_threshold = True
+    uses_eps_m = True
 
     def __init__(self, model: nn.Module, dataset, loss_fn, *, initial_size: int = 256, blocks: int = 16,
                  confidence: float = 0.95, seed: int = 0, batch_size: int = 1024, reduction: str | None = None,
@@ -214,13 +214,13 @@ class SequentialMonitor(DatasetMonitor):
             for acc, g in zip(sums, grads):
                 acc[j].add_(g.detach().to(acc.dtype), alpha=scale)
 
-    def measure(self, threshold: float | None = None) -> Measurement:
-        """Decide ‖∇f‖ ≤ ε_m = ``threshold`` on the next subset; ``cost`` = the samples touched."""
+    def measure(self, eps_m: float | None = None) -> Measurement:
+        """Decide ‖∇f‖ ≤ ε_m (``eps_m``) on the next subset; ``cost`` = the samples touched."""
         where = "SequentialMonitor.measure"
-        if threshold is None:
-            fail("threshold", where, "given: ε_m, the norm the check decides against (StageScheduler passes it)",
-                 threshold)
-        eps = check_positive(threshold, "threshold", where)
+        if eps_m is None:
+            fail("eps_m", where, "given: ε_m, the norm the check decides against (StageScheduler passes it)",
+                 eps_m)
+        eps = check_positive(eps_m, "eps_m", where)
         order = self.order()
         call = self.calls
         self.calls += 1
@@ -258,11 +258,11 @@ class SequentialMonitor(DatasetMonitor):
         if decision == "nonfinite":
             nan = math.nan
             return Measurement(norm=nan, cost=s, monitor=self.name, sq_norm=nan, raw_norm=nan, samples_used=s,
-                               extra={"call": call, "decision": decision, "looks": looks, "threshold": eps})
+                               extra={"call": call, "decision": decision, "looks": looks, "eps_m": eps})
         radius = q * se
         return Measurement(
             norm=norm, cost=s, monitor=self.name, sq_norm=u, raw_norm=raw, trace_cov=trace,
             lower=max(norm - radius, 0.0), upper=norm + radius, margin=radius,
             confidence=self.confidence if s < self.n else 1.0, samples_used=s, clamped=u < 0.0,
-            extra={"call": call, "decision": decision, "looks": looks, "threshold": eps, "norm_se": se,
+            extra={"call": call, "decision": decision, "looks": looks, "eps_m": eps, "norm_se": se,
                    "quantile": q, "blocks": k})

@@ -36,7 +36,7 @@ def test_paper_run_through_all_stages_on_checks():
         for k in range(s.tau):
             due = check_due(s, st_)
             assert due == (k == s.tau - 1)
-            st_, ev = advance(s, st_, st_.batch_size, norm=0.999 * st_.threshold if due else None)
+            st_, ev = advance(s, st_, st_.batch_size, norm=0.999 * st_.eps_m if due else None)
         seen.append((st_.stage, st_.batch_size))
         assert ev in (Event.ADVANCED, Event.AT_MAX)
     assert [b for _, b in seen][:10] == [row[1] for row in PAPER_STAGES]
@@ -141,7 +141,7 @@ def test_rule_equals_the_authors_loop(case, steps):
         want = oracle.step(norm, diverged=diverged)
         m, b, eta, eps, stopped = oracle.values
         assert (state.stage, state.batch_size, state.stopped) == (m, b, stopped)
-        assert (state.lr, state.threshold) == (pytest.approx(eta, rel=1e-12), pytest.approx(eps, rel=1e-12))
+        assert (state.lr, state.eps_m) == (pytest.approx(eta, rel=1e-12), pytest.approx(eps, rel=1e-12))
         assert ev == want if want is not None else ev in (Event.NONE, Event.CHECKED, Event.AT_MAX)
 
 
@@ -185,7 +185,7 @@ def test_invariants_along_any_norm_sequence(s, norms):
     for g in norms:
         prev = st_
         st_, ev = advance(s, st_, st_.batch_size, norm=g)
-        assert st_.threshold <= prev.threshold * (1 + 1e-12)       # eps_m never increases
+        assert st_.eps_m <= prev.eps_m * (1 + 1e-12)       # eps_m never increases
         assert prev.batch_size <= st_.batch_size <= s.b_max       # b_m grows, capped
         assert st_.lr <= s.eta_max                                # eta_m capped
         assert st_.stage >= prev.stage
@@ -215,11 +215,11 @@ def test_vectorised_rule_equals_the_scalar_rule(data, count, steps):
             scalar[j], e = advance(s, scalar[j], scalar[j].batch_size, norm=norms[t, j], check_cost=7)
             for r in range(2):
                 assert ev[r, j] == e
-                exact = [f for f in rule.StageState._fields if f not in ("lr", "threshold")]
+                exact = [f for f in rule.StageState._fields if f not in ("lr", "eps_m")]
                 assert [getattr(vec, f)[r, j] for f in exact] == [getattr(scalar[j], f) for f in exact]
                 # eta_m and eps_m: numpy's array and scalar power may differ in the last bit
                 assert vec.lr[r, j] == pytest.approx(scalar[j].lr, rel=1e-13)
-                assert vec.threshold[r, j] == pytest.approx(scalar[j].threshold, rel=1e-13)
+                assert vec.eps_m[r, j] == pytest.approx(scalar[j].eps_m, rel=1e-13)
 
 
 def test_stall_actions():
@@ -280,6 +280,15 @@ def test_the_stall_flag_resets_with_the_stage_and_old_states_without_it_load():
     assert ev == Event.STALL_WARNED                                 # the new stage warns again, once
     old = {k: v for k, v in initial_state(s).to_dict().items() if k != "stalled"}
     assert rule.state_from_dict(old) == initial_state(s)
+
+
+def test_a_state_saved_with_the_old_name_of_eps_m_reads_back():
+    """ε_m has one name, ``eps_m``; a checkpoint written when it was ``threshold`` still loads."""
+    s = rule.adaptive_exponential(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=2, b_max=64)
+    st_, _ = advance(s, initial_state(s), 8)
+    st_, _ = advance(s, st_, 8, norm=0.1)
+    old = {("threshold" if k == "eps_m" else k): v for k, v in st_.to_dict().items()}
+    assert "eps_m" not in old and rule.state_from_dict(old) == st_
 
 
 def test_eta_max_caps_growth():

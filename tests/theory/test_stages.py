@@ -27,7 +27,7 @@ from tests.golden import PAPER_STAGES
 PAPER = dict(b0=8, eta0=0.1, eps0=0.5, delta=2, gamma=1.4, tau=1000, b_max=4096)
 
 #: ε₀√(b₀/b) as sympy derives it (b_m the critical batch size of ε_m), turned into numbers here.
-derived_threshold = sp.lambdify((S.eps0, S.b0, S.b), derive_stage_thresholds().threshold, modules="numpy")
+derived_threshold = sp.lambdify((S.eps0, S.b0, S.b), derive_stage_thresholds().eps_m, modules="numpy")
 
 
 # -- closed-form tables -------------------------------------------------------------------------------------
@@ -152,10 +152,10 @@ def test_max_lr_increases_matches_the_rule_learning_rates(eta0, gamma, L):
 def test_threshold_makes_b_the_critical_batch_size():
     d = derive_stage_thresholds()
     critical = derive_critical_batch_size().critical  # 2C₂/ε²
-    assert sp.simplify(d.threshold_of_batch - sp.sqrt(2 * S.C2 / S.b)) == 0
-    assert sp.simplify(critical.subs(S.eps, d.threshold_of_batch) - S.b) == 0
-    assert sp.simplify(d.threshold - S.eps0 * sp.sqrt(S.b0 / S.b)) == 0
-    assert sp.simplify(d.threshold.subs(S.b, S.b0) - S.eps0) == 0
+    assert sp.simplify(d.eps_of_batch - sp.sqrt(2 * S.C2 / S.b)) == 0
+    assert sp.simplify(critical.subs(S.eps, d.eps_of_batch) - S.b) == 0
+    assert sp.simplify(d.eps_m - S.eps0 * sp.sqrt(S.b0 / S.b)) == 0
+    assert sp.simplify(d.eps_m.subs(S.b, S.b0) - S.eps0) == 0
 
 
 def test_threshold_ratio_and_exponential_form():

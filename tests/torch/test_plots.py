@@ -28,7 +28,7 @@ def write_run(folder, n=100, stages=((8, 0.1, 0.5), (16, 0.14, 0.354), (32, 0.19
                             "sfo_total": samples + check, "stage": m, "b": b, "eta": eta, "eps_m": eps,
                             "norm": eps * (1.5 - 0.3 * k) + shift, "event": "ADVANCED" if last else "CHECKED",
                             "stage_next": m + 1 if last else m, "b_next": nxt[0], "eta_next": nxt[1],
-                            "eps_next": nxt[2], "epoch": samples / n})
+                            "eps_m_next": nxt[2], "epoch": samples / n})
             records.append({"kind": "eval", "step": step, "samples": samples, "epoch": samples / n,
                             "test_acc": 0.5 + 0.02 * len(records), "test_loss": 1.0 / len(records),
                             "train_loss": 1.2 / len(records)})

@@ -14,7 +14,7 @@ EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples" / "a
 def test_readme_example_trains_and_prints_stage_transitions(capsys):
     ns = runpy.run_path(str(EXAMPLE), run_name="__main__")
     out = capsys.readouterr().out
-    transitions = re.findall(r"step (\d+): stage (\d+), b=(\d+), lr=([\d.]+), eps=([\d.]+)", out)
+    transitions = re.findall(r"step (\d+): stage (\d+), b=(\d+), lr=([\d.]+), eps_m=([\d.]+)", out)
     assert len(transitions) >= 3
     assert [int(t[1]) for t in transitions] == list(range(1, len(transitions) + 1))
     assert [int(t[2]) for t in transitions] == [8 * 2**m for m in range(1, len(transitions) + 1)]

@@ -84,13 +84,13 @@ def test_reaching_the_whole_set_gives_the_exact_norm(problem):
     model = model_at(x, w_ls, hess, 0.05)
     truth = closed_form_sq_norm(model, x, y)
     mon = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=3)
-    m = mon.measure(threshold=math.sqrt(truth))
+    m = mon.measure(eps_m=math.sqrt(truth))
     exact = ExactMonitor(model, (x, y), nn.MSELoss()).measure()
     assert m.extra["decision"] == "exact" and m.cost == m.samples_used == N
     assert [look["samples"] for look in m.extra["looks"]] == [64, 128, 256, 512, N]
     assert m.sq_norm == pytest.approx(truth, rel=1e-10) and m.norm == pytest.approx(exact.norm, rel=1e-10)
     assert m.margin == 0.0 and m.lower == m.upper == m.norm and m.confidence == 1.0
-    one_look = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=4 * N).measure(threshold=1.0)
+    one_look = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=4 * N).measure(eps_m=1.0)
     assert one_look.cost == N and one_look.norm == pytest.approx(exact.norm, rel=1e-10)
 
 
@@ -116,7 +116,7 @@ def test_each_look_extends_the_same_subset_and_no_sample_is_evaluated_twice(prob
     data = CountingDataset(x, y)
     mon = SequentialMonitor(model, data, nn.MSELoss(), initial_size=64, blocks=8, batch_size=50, seed=1)
     order = mon.order()
-    m = mon.measure(threshold=math.sqrt(closed_form_sq_norm(model, x, y)) * 1.02)
+    m = mon.measure(eps_m=math.sqrt(closed_form_sq_norm(model, x, y)) * 1.02)
     assert len(m.extra["looks"]) >= 3                        # it did extend
     assert data.reads.max() == 1 and data.reads.sum() == m.cost == m.extra["looks"][-1]["samples"]
     assert set(np.flatnonzero(data.reads)) == set(order[:m.cost].tolist())
@@ -141,7 +141,7 @@ def test_decides_in_the_right_direction_far_from_and_near_the_threshold(problem,
     eps = math.sqrt(eps_squared(problem, 16.0))
     model = model_at(x, w_ls, hess, ratio * eps * eps)
     for seed in range(4):
-        m = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=seed).measure(threshold=eps)
+        m = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=seed).measure(eps_m=eps)
         assert m.extra["decision"] in (right, "exact") and m.cost <= max_cost, (seed, m.extra["decision"], m.cost)
         assert (m.norm <= eps) == (right == "below")
 
@@ -153,7 +153,7 @@ def wrong_decisions(problem, ratio, confidence, checks, seed):
     eps = math.sqrt(eps_squared(problem, 4.0))
     mon = SequentialMonitor(model_at(x, w_ls, hess, ratio * eps * eps), (x, y), nn.MSELoss(), initial_size=64,
                             blocks=8, confidence=confidence, seed=seed)
-    decisions = [mon.measure(threshold=eps).extra["decision"] for _ in range(checks)]
+    decisions = [mon.measure(eps_m=eps).extra["decision"] for _ in range(checks)]
     return decisions.count("below" if ratio > 1 else "above"), checks - decisions.count("exact")
 
 
@@ -182,7 +182,7 @@ def test_a_nonfinite_gradient_gives_a_nan_measurement_at_once(problem):
     bad = y.clone()
     bad[::7] = float("nan")
     m = SequentialMonitor(model_at(x, w_ls, hess, 0.1), (x, bad), nn.MSELoss(), initial_size=64,
-                          blocks=8).measure(threshold=0.5)
+                          blocks=8).measure(eps_m=0.5)
     assert math.isnan(m.norm) and m.cost == 64 and m.extra["decision"] == "nonfinite"
 
 
@@ -193,7 +193,7 @@ def test_refusals_name_the_parameter_and_the_value(problem):
         SequentialMonitor(model, (x, y), nn.MSELoss(), blocks=2)
     with pytest.raises(ParameterError, match=r"'initial_size' .* must be >= blocks = 16.*initial_size=8"):
         SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=8)
-    with pytest.raises(ParameterError, match=r"'threshold' parameter of SequentialMonitor.measure must be given"):
+    with pytest.raises(ParameterError, match=r"'eps_m' parameter of SequentialMonitor.measure must be given"):
         SequentialMonitor(model, (x, y), nn.MSELoss()).measure()
     with pytest.raises(ParameterError, match=r"'state' parameter .* Got state=\{'call': 1\}"):
         SequentialMonitor(model, (x, y), nn.MSELoss()).load_state_dict({"call": 1})

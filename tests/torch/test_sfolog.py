@@ -57,7 +57,7 @@ def test_one_record_per_check_with_both_sfo_counts(tmp_path):
     assert math.isnan(records[2]["norm"]) and records[2]["monitor"] == "scripted"
     assert [(r["stage"], r["stage_next"]) for r in records] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3)]
     assert [(r["b"], r["b_next"]) for r in records][1] == (4, 8)
-    assert records[1]["eps_m"] == 0.5 and records[1]["eps_next"] == pytest.approx(0.5 / math.sqrt(2))
+    assert records[1]["eps_m"] == 0.5 and records[1]["eps_m_next"] == pytest.approx(0.5 / math.sqrt(2))
     # per-stage counts: stage 0 ran steps 1..8, stage 1 steps 9..16
     assert (records[1]["stage_samples"], records[1]["stage_check_samples"]) == (sum(sizes[:8]), 100)
     assert (records[3]["stage_samples"], records[3]["stage_check_samples"]) == (sum(sizes[8:16]), 100)
@@ -86,6 +86,14 @@ def test_periodic_stage_changes_are_logged_off_check_steps():
         sched.step()
     assert [(r["step"], r["event"], r["check"], r["b_next"]) for r in records] == [
         (5, "PERIOD", False, 4), (10, "PERIOD", False, 8)]
+
+
+def test_a_log_written_with_the_old_name_of_eps_m_next_reads_under_the_new_one(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text(json.dumps({"step": 2, "eps_m": 0.5, "eps_next": 0.35}) + "\n")
+    (rec,) = read_log(path)
+    assert rec == {"step": 2, "eps_m": 0.5, "eps_m_next": 0.35}
+    assert log_columns([{"step": 2, "eps_m": 0.5, "eps_next": 0.35}])["eps_m_next"] == [0.35]
 
 
 def test_read_log_names_a_broken_line(tmp_path):

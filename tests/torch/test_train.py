@@ -230,9 +230,9 @@ def test_progress_line_shows_step_stage_batch_lr_norm_and_rate():
     stream = io.StringIO()
     p = Progress(stream, every=1e-9)
     p.update({"step": 12, "samples": 96, "check": 480, "epoch": 2.0, "stage": 1, "b": 16, "eta": 0.14,
-              "eps": 0.354, "norm": 0.25, "fraction": 0.5, "samples_per_s": 10.0})
+              "eps_m": 0.354, "norm": 0.25, "fraction": 0.5, "samples_per_s": 10.0})
     line = stream.getvalue()
-    for part in ("step 12", "stage 1", "b 16", "lr 0.14", "norm 0.25", "eps 0.354", "SFO 96+480", "samples/s", "50%"):
+    for part in ("step 12", "stage 1", "b 16", "lr 0.14", "norm 0.25", "eps_m 0.354", "SFO 96+480", "samples/s", "50%"):
         assert part in line, part
 
 
