@@ -41,6 +41,7 @@ import functools
 import math
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -325,7 +326,8 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
     loader = ResizableLoader(data, batch_size=schedule.b0, seed=seed)
     checks, deb = _monitors(net, data, loss_fn, seed=seed, exact_batch=exact_batch, extra_monitors=extra_monitors,
                             debiased=debiased, decide=decide)
-    sched = StageScheduler(opt, schedule, loader=loader, monitor=checks)
+    # a diverging schedule is a result (stop_reason "diverged", censored by the checks), not an error
+    sched = StageScheduler(opt, schedule, loader=loader, monitor=checks, on_nonfinite="warn")
     records: list[CheckRecord] = []
     batch_sizes: dict[int, int] = {}
     evaluate_at, evaluations = {int(k) for k in evaluate_at}, {}
@@ -354,7 +356,9 @@ def train_run(schedule: Schedule, data, *, seed: int, max_steps: int, max_sample
         due = sched.check_due
         before = sched.state
         measured_before = sum(checks.wall.values())
-        event = sched.step(loss=value, samples=int(inputs.shape[0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # the non-finite value ends the run below
+            event = sched.step(loss=value, samples=int(inputs.shape[0]))
         train_wall += time.perf_counter() - t0 - (sum(checks.wall.values()) - measured_before)
         batch_sizes[int(inputs.shape[0])] = batch_sizes.get(int(inputs.shape[0]), 0) + 1
         loss_sum += value

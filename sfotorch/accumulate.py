@@ -308,8 +308,7 @@ class GradientAccumulator:
 
         ``loss_fn(model(x), y)`` (divided by b if sum-reduced) ``.backward()`` adds g_B = S/b to
         ``.grad`` — there is nothing to sum across micro-batches, so the float64 buffer would only
-        copy the gradient there and back (measured: ~0.3 ms of a 7 ms step of the small CNN at
-        b = 8). Returns (Σ f_i / b, ‖g_B‖²); ‖g_B‖ comes from one fused norm over ``.grad``
+        copy the gradient there and back (its cost: ``benchmarks/bench_train_throughput.py``). Returns (Σ f_i / b, ‖g_B‖²); ‖g_B‖ comes from one fused norm over ``.grad``
         (:func:`~sfotorch.monitors.base.total_norm`) in the parameters' dtype, over ``.grad`` as it is
         after the add — call it with ``.grad`` zeroed or None, as the training loop does. Only for b
         rows that :meth:`is_single` accepts and a denominator equal to b (not under DDP).

@@ -52,6 +52,13 @@ def test_every_check_records_the_exact_norm_and_costs_n_for_every_schedule(data)
         assert run.check_samples == 4 * n
 
 
+def test_a_diverging_run_ends_as_diverged_with_what_it_recorded(data):
+    """A schedule whose η grows past 2/L diverges: the run is a result (censored), not an error."""
+    s = rule.constant(b0=8, eta0=1e30, tau=2)
+    run = train_run(s, data, seed=0, max_steps=50, widths=(4, 4, 4))
+    assert run.stop_reason == "diverged" and run.steps < 50
+
+
 def test_adaptive_run_advances_on_the_exact_norm_and_records_the_stage_it_ran_with():
     # ε₀ = 10 is above any norm here: every check advances, so b doubles at each check
     s = rule.adaptive_exponential(b0=4, eta0=0.05, eps0=10.0, delta=2, gamma=1.4, tau=2, b_max=32)
