@@ -8,7 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "examples" / "adaptive_loop.py"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "docs" / "examples" / "adaptive_loop.py"
+
+
+def _readme_block_after(marker: str) -> str:
+    """The first fenced block after the line holding ``marker`` in README.md."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rest = text[text.index(marker):]
+    return rest.split("```", 2)[1].split("\n", 1)[1]
 
 
 def test_readme_example_trains_and_prints_stage_transitions(capsys):
@@ -23,3 +31,9 @@ def test_readme_example_trains_and_prints_stage_transitions(capsys):
     assert scheduler.transitions[-1]["b"] == loader.batch_size == scheduler.batch_size
     assert scheduler.account.totals()["train"] == 4 * len(ns["data"])   # four epochs, every sample counted once
     assert ns["loss"].item() < 0.05
+
+
+def test_the_readme_quotes_the_example_and_its_real_output(capsys):
+    assert _readme_block_after("this is `docs/examples/adaptive_loop.py`") == EXAMPLE.read_text(encoding="utf-8")
+    runpy.run_path(str(EXAMPLE), run_name="__main__")
+    assert _readme_block_after("Its real output on CPU") == capsys.readouterr().out
