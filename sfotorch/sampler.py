@@ -219,10 +219,9 @@ class ResizableLoader:
         collated chunk can be sliced along its first axis.
     chunk_size : c, the samples per worker fetch (default 512 with workers). With
         ``num_workers=0`` batches are fetched directly unless ``chunk_size`` is given. Each fetch
-        has a fixed cost (a worker round trip: ~1.1 ms on the 2-core CPU of our benchmarks,
-        whatever c), so c should be at least the batch sizes the run reaches: measured per batch
-        of b = 128 with 2 workers, c = 64: 2.16 ms, 256: 1.15, 1024: 0.56 (a DataLoader of
-        batches: 1.29). Prefetched memory is ``prefetch_factor × num_workers × c`` samples: lower
+        has a fixed cost (a worker round trip, whatever c), so c should be at least the batch
+        sizes the run reaches (``benchmarks/bench_scheduler_overhead.py --workers 2`` times it
+        against a DataLoader). Prefetched memory is ``prefetch_factor × num_workers × c`` samples: lower
         c for large samples.
 
     Worker RNGs are seeded from (seed, epoch, position at which the iteration started) — with

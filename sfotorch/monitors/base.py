@@ -263,7 +263,8 @@ def total_norm(tensors) -> float:
 
     For tensors of one device and dtype: one fused per-tensor norm and one norm of those — what
     :func:`torch.nn.utils.get_total_norm` computes, without its per-call grouping of the tensors
-    by device and dtype (measured ~10 µs of a training step at b = 8); other lists go to it.
+    by device and dtype (a fixed cost per step, timed by ``benchmarks/bench_train_throughput.py``);
+    other lists go to it.
     """
     tensors = list(tensors)
     if not tensors:

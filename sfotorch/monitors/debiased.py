@@ -39,15 +39,15 @@ so in window mode: b changes only at checks).
   train mode each micro-batch is normalised by its own statistics, as gradient accumulation does).
 - ``"per_sample"``: ``torch.func`` vmap over grad (no BatchNorm in train mode).
 
-**Cheaper statistics.** Even the hooks cost 1.1–1.6× a plain step at small b, micro-batches up to
-k× (see ``benchmarks/bench_monitors.py``). With ``stats_every = r`` only the steps t with
+**Cheaper statistics.** The hooks add work to a step, micro-batches up to k× (their cost is
+measured by ``benchmarks/bench_monitors.py``). With ``stats_every = r`` only the steps t with
 t mod r = ``stats_phase`` compute tr Σ̂ (put the last one of a window just before the check:
 ``stats_phase = r − 1`` when r divides τ). The other steps:
 
 - ``plain_step_norms=False``: are the user's own backward, with nothing added (zero overhead);
   ū is the mean of the paired u_t of the statistics steps.
-- ``plain_step_norms=True`` (the default, as before): also record ‖g_B‖² (one fused norm of the fresh
-  ``.grad``, itself ~10% of a step at b = 8 on a small MLP); ū = mean(‖g_B‖²) − mean(tr Σ̂)·mean(c_b/b)
+- ``plain_step_norms=True`` (the default): also record ‖g_B‖² (one fused norm of the fresh
+  ``.grad``); ū = mean(‖g_B‖²) − mean(tr Σ̂)·mean(c_b/b)
   over the window, which mixes unpaired terms.
 
 tr Σ is a population quantity that drifts slowly, so ū stays unbiased up to that drift. Keep r
@@ -56,21 +56,14 @@ of ‖∇f(θ_t)‖² over the window, not to the last θ_t: it lags by about ha
 ``sq_norm`` is the weighted mean ū; a negative ū is clamped to 0 and reported (``clamped``, and
 :attr:`DebiasedMonitor.clamped_count`).
 
-**What one check interval can tell** (measured, ``benchmarks/bench_monitors.py``; first τ = 50,
-hooks on one step in 10, ``docs/results/bench_monitors.txt``). The window's standard error is set by the batch noise, se² ≈ 2 tr(Σ²)/(N_s b(b−1)),
-while the schedule puts ε_m² near SGD's noise floor, where ‖∇f‖² ≪ tr Σ/b. On the MLP task
-(b = 8 → 1024) se/ε_m² had a median of 4.3 (1.6 with hooks on every step), and a window would have
-needed a median of ~370–480 statistics steps for se = ε_m²/2 — more than τ: there no statistics rate
-lets the training batches of one interval reproduce the exact decision, and the early stages
-advanced early (lags of −1 to beyond −4 checks; the later stages within one check). On the small
-CNN task (b = 8 → 256) the same monitor took both transitions at the exact monitor's checks (lags
-0, 0; 100% equal decisions) for +5.7% wall. At the paper's τ = 1000 a window holds 20× the
-steps: on the MLP task with hooks on one step in 25, se/ε_m² had a median of 0.76, all six
-transitions came at the exact monitor's checks (100% equal decisions) and the wall time grew by
-4.5% (``docs/results/bench_monitors_tau1000.txt``); on the small CNN task at τ = 1000 the wall time
-grew by 2.5%, transitions 2–4 came within one check and the first one, at b = 8, early
-(``docs/results/bench_monitors_cnn_tau1000.txt``). With a short τ and small b, when the decisions
-must match, measure: the subsampled monitor (:mod:`sfotorch.monitors.subsampled`) is the cheap way.
+**What one check interval can tell.** The window's standard error is set by the batch noise,
+se² ≈ 2 tr(Σ²)/(N_s b(b−1)) for N_s statistics steps, while the schedule puts ε_m² near SGD's noise
+floor, where ‖∇f‖² ≪ tr Σ/b. At small b and short τ a window can hold fewer statistics steps than
+se ≤ ε_m²/2 needs, and then no statistics rate lets the training batches of one interval reproduce
+the exact decision; a longer τ holds proportionally more. ``benchmarks/bench_monitors.py`` measures
+se/ε_m², the decisions against the exact monitor's and the wall time on an MLP and a small CNN
+(its outputs are in ``docs/results/bench_monitors*.txt``). When the decisions must match at a short
+τ and small b, the sequential monitor (:mod:`sfotorch.monitors.sequential`) is the way to decide.
 
 **Uncertainty and the decision.** se is the standard error of ū: from the spread of the u_t of
 the statistics steps and their effective number W²/Σw² when ū is their mean; when plain-step norms
