@@ -118,7 +118,6 @@ def variance_sum_bounded(gamma: float, delta: float) -> bool:
 
 def run(ctx: RunContext) -> CheckResult:
     from sfotheory.problems import make_problem
-    from sfotheory.quadratic_theory import quadratic_moments
     from sfotheory.rule import periodic
     from sfotheory.simulate import schedule_sequence, simulate
     from sfotheory.stages import max_lr_increases
@@ -142,89 +141,19 @@ def run(ctx: RunContext) -> CheckResult:
                    stop_at_hit=False, allow_unstable=True)
     ctx.tick(part="simulate")
     C = len(gammas)
-    steps = sim.trace_step
-    sq = sim.trace_norm**2                                      # [obs, R, 2C]
-    floors = np.full((M, R, 2 * C), np.nan)
-    for m in range(M):
-        sel = (steps > m * K + K // 2) & (steps <= (m + 1) * K)
-        with np.errstate(all="ignore"):
-            floors[m] = sq[sel].mean(axis=0)
+    floors = _stage_floors(sim, K, M, 2 * C)
     mean_floor = np.nanmean(floors, axis=1) if np.isfinite(floors).any() else floors[:, 0]
     b_seq, lr_seq = schedule_sequence(unc + cap, K * M)
 
-    comps, lines = [], []
-    sqrt_d = math.sqrt(delta)
+    comps = [_variance_sum_row(g, delta) for g in gammas]
+    lines = []
     for i, g in enumerate(gammas):
-        theory_bounded = variance_sum_bounded(g, delta)
-        comps.append(Comparison.exact(
-            quantity=f"gamma = {g:.4g}: sum_m (gamma^2/delta)^m finite (sympy)",
-            measured="finite" if theory_bounded else "infinite",
-            expected="finite" if g < sqrt_d else "infinite", ok=theory_bounded == (g < sqrt_d)))
-    # Measured trend of the stage floor, uncapped, over stages trend_from..m_ok (eta_m < 2/L, no divergence).
-    m0 = cfg["trend_from"]
-    for i, g in enumerate(gammas):
-        m_limit = max_lr_increases(cfg["eta0"], g, L=L) if g > 1 else math.inf   # last stage with eta_m < 2/L
-        last = int(min(M - 1, m_limit))
-        fl = floors[m0:last + 1, :, i]
-        ok_rows = np.all(np.isfinite(fl), axis=0)
-        quantity = (f"gamma = {g:.4g} (eta uncapped): per-stage slope of log E||grad f||^2, stages {m0}..{last} "
-                    f"(eta_m < 2/L)")
-        if last >= m0 + 2 and ok_rows.sum() >= 2:
-            reps = np.array([per_stage_decay_slope(fl[:, r]) for r in np.flatnonzero(ok_rows)])
-            floor_slope = per_stage_decay_slope(_stationary(unc[i], problem.constants(), last)[m0:])
-            side = {"below": 0.0} if floor_slope < 0 else {"above": 0.0}
-            expected = (f"{'< 0 (decreasing' if floor_slope < 0 else '> 0 (rising'}: the sign of the bound's variance "
-                        f"term C2(eta_m)/b_m over these stages, slope {floor_slope:.3f})")
-            judged = judge_interval(mean_interval(reps), **side)
-            comps.append(Comparison.judged(quantity, judged, expected))
-            rate = max(-math.log(g), math.log(g / delta)) if g > 1 else -math.log(delta)
-            comps.append(Comparison.judged(
-                f"gamma = {g:.4g}: measured slope vs the bound's asymptotic rate", judged,
-                f"max(-log gamma, log(gamma/delta)) = {rate:.3f} (at a fixed eta_max; here eta_m grows towards 2/L)",
-                counts=False))
-        else:
-            comps.append(Comparison(quantity, f"fewer than 3 stages with eta_m < 2/L from stage {m0} on "
-                                              f"(last valid stage {last})", "a slope over >= 3 stages",
-                                    INCONCLUSIVE))
-        lines.append(f"gamma {g:.4g}: last stage with eta_m < 2/L = {m_limit}")
-    # Simulator against the exact expectation (uncapped, stages with eta_m < 2/L).
-    worst, worst_txt = 0.0, ""
-    for i, g in enumerate(gammas):
-        lr = lr_seq[:, i]
-        valid_steps = int(np.argmax(lr * L >= 2.0)) if np.any(lr * L >= 2.0) else lr.size
-        if valid_steps < K:
-            continue
-        mom = quadratic_moments(problem, b_seq[:valid_steps, i], lr[:valid_steps])
-        t = np.arange(1, valid_steps + 1)
-        for m in range(1, valid_steps // K):
-            sel = (t > m * K + K // 2) & (t <= (m + 1) * K)
-            exact = mom.mean_sq_norm[1:][sel].mean()
-            meas = floors[m, :, i]
-            if not np.all(np.isfinite(meas)):
-                continue
-            se = meas.std(ddof=1) / math.sqrt(R)
-            dev = abs(meas.mean() - exact) / (3 * se + 0.05 * exact)
-            if dev > worst:
-                worst = dev
-                worst_txt = f"gamma = {g:.4g}, stage {m}: measured {meas.mean():.4g} ± {se:.2g}, exact {exact:.4g}"
-    comps.append(Comparison.exact(
-        quantity="simulator check: stage floors (uncapped, eta_m < 2/L) vs exact expectation",
-        measured=f"largest |measured - exact| / (3 SE + 5%) = {worst:.3g} ({worst_txt})",
-        expected="<= 1", ok=bool(worst <= 1.0), counts=False))
-    # Where the uncapped runs break: the first stage whose floor is non-finite or above 10 ||grad f(theta_0)||^2.
-    g0 = float(problem.grad_norm(problem.theta0[None])[0]) ** 2
-    blown = ~np.isfinite(floors) | (np.nan_to_num(floors, nan=np.inf) > 10 * g0)      # [M, R, 2C]
-    for i, g in enumerate(gammas):
-        rows = blown[:, :, i].any(axis=0)
-        if not rows.any():
-            continue
-        stage_div = int(np.median(np.argmax(blown[:, rows, i], axis=0)))
-        m_cross = max_lr_increases(cfg["eta0"], g, L=L) + 1
-        comps.append(Comparison.exact(
-            quantity=f"gamma = {g:.4g} (eta uncapped): first stage with ||grad f||^2 > 10 ||grad f(theta0)||^2",
-            measured=f"stage {stage_div} (median over the {rows.sum()}/{R} replicates that blew up)",
-            expected=f"stage {m_cross}, the first with eta_0 gamma^m >= 2/L (the step-size limit)",
-            ok=stage_div == m_cross, counts=False))
+        comps += _trend_rows(cfg, problem, unc[i], g, floors[:, :, i])
+        lines.append(f"gamma {g:.4g}: last stage with eta_m < 2/L = "
+                     f"{max_lr_increases(cfg['eta0'], g, L=L) if g > 1 else math.inf}")
+    comps.append(_against_exact_expectation(problem, gammas, floors, b_seq, lr_seq, K))
+    blow_rows, blown = _blow_up_rows(cfg, problem, gammas, floors)
+    comps += blow_rows
     broke = [round(g, 4) for i, g in enumerate(gammas) if blown[:, :, i].any()]
     lines.append(f"uncapped runs that blew up within {M} stages: gamma in {broke}")
     for i, g in enumerate(gammas):
@@ -247,6 +176,111 @@ def run(ctx: RunContext) -> CheckResult:
         CLAIM, ctx.mode, comps, tolerance=tolerance, figures=figs, notes=" | ".join(lines), seeds=[cfg["seed"]],
         settings={**{k: v for k, v in cfg.items() if k != "gammas"}, "gammas": [round(g, 6) for g in gammas]},
         wall_time_s=time.perf_counter() - t0)
+
+
+def _stage_floors(sim, K: int, M: int, columns: int) -> np.ndarray:
+    """E‖∇f‖² per stage, replicate and schedule [M, R, columns]: the mean of ‖∇f(θ_t)‖² over the
+    second half of each stage's K steps (the stage's stationary floor)."""
+    steps = sim.trace_step
+    sq = sim.trace_norm**2                                      # [obs, R, columns]
+    floors = np.full((M, sq.shape[1], columns), np.nan)
+    for m in range(M):
+        sel = (steps > m * K + K // 2) & (steps <= (m + 1) * K)
+        with np.errstate(all="ignore"):
+            floors[m] = sq[sel].mean(axis=0)
+    return floors
+
+
+def _variance_sum_row(g: float, delta: float) -> Comparison:
+    """The theory row: Σ_m (γ²/δ)^m is finite exactly when γ < √δ (sympy)."""
+    theory_bounded = variance_sum_bounded(g, delta)
+    return Comparison.exact(
+        quantity=f"gamma = {g:.4g}: sum_m (gamma^2/delta)^m finite (sympy)",
+        measured="finite" if theory_bounded else "infinite",
+        expected="finite" if g < math.sqrt(delta) else "infinite", ok=theory_bounded == (g < math.sqrt(delta)))
+
+
+def _trend_rows(cfg: dict, problem, schedule, g: float, floors) -> list:
+    """The counted trend of the uncapped stage floor ``floors`` [M, R] over stages trend_from..last
+    (η_m < 2/L): its per-replicate slope against the sign of the bound's variance term over the same
+    stages, and (not counted) beside the bound's asymptotic rate."""
+    from sfotheory.stages import max_lr_increases
+
+    m0, M = cfg["trend_from"], floors.shape[0]
+    m_limit = max_lr_increases(cfg["eta0"], g, L=problem.L) if g > 1 else math.inf   # last stage with eta_m < 2/L
+    last = int(min(M - 1, m_limit))
+    fl = floors[m0:last + 1]
+    ok_rows = np.all(np.isfinite(fl), axis=0)
+    quantity = (f"gamma = {g:.4g} (eta uncapped): per-stage slope of log E||grad f||^2, stages {m0}..{last} "
+                f"(eta_m < 2/L)")
+    if not (last >= m0 + 2 and ok_rows.sum() >= 2):
+        return [Comparison(quantity, f"fewer than 3 stages with eta_m < 2/L from stage {m0} on "
+                                     f"(last valid stage {last})", "a slope over >= 3 stages", INCONCLUSIVE)]
+    reps = np.array([per_stage_decay_slope(fl[:, r]) for r in np.flatnonzero(ok_rows)])
+    floor_slope = per_stage_decay_slope(_stationary(schedule, problem.constants(), last)[m0:])
+    side = {"below": 0.0} if floor_slope < 0 else {"above": 0.0}
+    expected = (f"{'< 0 (decreasing' if floor_slope < 0 else '> 0 (rising'}: the sign of the bound's variance "
+                f"term C2(eta_m)/b_m over these stages, slope {floor_slope:.3f})")
+    judged = judge_interval(mean_interval(reps), **side)
+    rate = max(-math.log(g), math.log(g / cfg["delta"])) if g > 1 else -math.log(cfg["delta"])
+    return [Comparison.judged(quantity, judged, expected),
+            Comparison.judged(f"gamma = {g:.4g}: measured slope vs the bound's asymptotic rate", judged,
+                              f"max(-log gamma, log(gamma/delta)) = {rate:.3f} (at a fixed eta_max; here eta_m "
+                              f"grows towards 2/L)", counts=False)]
+
+
+def _against_exact_expectation(problem, gammas, floors, b_seq, lr_seq, K: int) -> Comparison:
+    """Not counted: the simulator's stage floors (uncapped, stages with η_m < 2/L) against the exact
+    expectation of the noisy quadratic, within 3 SE + 5%."""
+    from sfotheory.quadratic_theory import quadratic_moments
+
+    R = floors.shape[1]
+    worst, worst_txt = 0.0, ""
+    for i, g in enumerate(gammas):
+        lr = lr_seq[:, i]
+        valid_steps = int(np.argmax(lr * problem.L >= 2.0)) if np.any(lr * problem.L >= 2.0) else lr.size
+        if valid_steps < K:
+            continue
+        mom = quadratic_moments(problem, b_seq[:valid_steps, i], lr[:valid_steps])
+        t = np.arange(1, valid_steps + 1)
+        for m in range(1, valid_steps // K):
+            sel = (t > m * K + K // 2) & (t <= (m + 1) * K)
+            exact = mom.mean_sq_norm[1:][sel].mean()
+            meas = floors[m, :, i]
+            if not np.all(np.isfinite(meas)):
+                continue
+            se = meas.std(ddof=1) / math.sqrt(R)
+            dev = abs(meas.mean() - exact) / (3 * se + 0.05 * exact)
+            if dev > worst:
+                worst = dev
+                worst_txt = f"gamma = {g:.4g}, stage {m}: measured {meas.mean():.4g} ± {se:.2g}, exact {exact:.4g}"
+    return Comparison.exact(
+        quantity="simulator check: stage floors (uncapped, eta_m < 2/L) vs exact expectation",
+        measured=f"largest |measured - exact| / (3 SE + 5%) = {worst:.3g} ({worst_txt})",
+        expected="<= 1", ok=bool(worst <= 1.0), counts=False)
+
+
+def _blow_up_rows(cfg: dict, problem, gammas, floors):
+    """Not counted: where the uncapped runs break (the first stage whose floor is non-finite or above
+    10 ‖∇f(θ₀)‖²) against the first stage with η₀γ^m ≥ 2/L. Returns (rows, the blown mask [M, R, 2C])."""
+    from sfotheory.stages import max_lr_increases
+
+    R = floors.shape[1]
+    g0 = float(problem.grad_norm(problem.theta0[None])[0]) ** 2
+    blown = ~np.isfinite(floors) | (np.nan_to_num(floors, nan=np.inf) > 10 * g0)      # [M, R, 2C]
+    rows_out = []
+    for i, g in enumerate(gammas):
+        rows = blown[:, :, i].any(axis=0)
+        if not rows.any():
+            continue
+        stage_div = int(np.median(np.argmax(blown[:, rows, i], axis=0)))
+        m_cross = max_lr_increases(cfg["eta0"], g, L=problem.L) + 1
+        rows_out.append(Comparison.exact(
+            quantity=f"gamma = {g:.4g} (eta uncapped): first stage with ||grad f||^2 > 10 ||grad f(theta0)||^2",
+            measured=f"stage {stage_div} (median over the {rows.sum()}/{R} replicates that blew up)",
+            expected=f"stage {m_cross}, the first with eta_0 gamma^m >= 2/L (the step-size limit)",
+            ok=stage_div == m_cross, counts=False))
+    return rows_out, blown
 
 
 def _stationary(schedule, constants, last):
