@@ -184,7 +184,6 @@ def run(ctx: RunContext) -> CheckResult:
 
 def _one_problem(problem, cfg, ctx: RunContext, *, index: int):
     """The comparisons, note lines and figure of one problem."""
-    from sfotheory.bounds import proposition1_bound
     from sfotheory.problems import NoisyQuadratic
     from sfotheory.quadratic_theory import quadratic_moments
     from sfotheory.simulate import schedule_sequence, simulate
@@ -215,69 +214,11 @@ def _one_problem(problem, cfg, ctx: RunContext, *, index: int):
 
     comps, lines = [], []
     for label, sim in sims.items():
-        if label == "same K":
-            split = K
-        else:                      # the first stage change of either schedule (median over replicates)
-            first = sim.transition_step[:, :, 0].astype(float)
-            first[first < 0] = np.inf
-            split = float(np.min(np.median(first, axis=0)))
-        step_axis = np.broadcast_to(sim.trace_step[:, None], sim.trace_norm.shape[:2]).astype(float)
-        for j, eps in enumerate(targets):
-            for what, x_exp, x_lin in (("steps", step_axis, step_axis),
-                                       ("SFO", sim.trace_sfo[:, :, 0].astype(float), sim.trace_sfo[:, :, 1].astype(float))):
-                judged, a, b = _mean_passage_difference(None, x_exp, x_lin, sim.trace_norm[:, :, 0],
-                                                        sim.trace_norm[:, :, 1], eps, seed=cfg["seed"] + j)
-                sa, sb = _mean_passage_difference(None, step_axis, step_axis, sim.trace_norm[:, :, 0],
-                                                  sim.trace_norm[:, :, 1], eps, seed=0)[1:]
-                quantity = f"{name}, {label}: {what} until mean ||grad f|| <= {eps:.4g}"
-                if math.isinf(a) and math.isinf(b):
-                    lines.append(f"{quantity}: neither schedule reaches it")
-                    continue
-                early = max(sa, sb) <= split
-                comps.append(Comparison.judged(
-                    quantity + (f" (beside, not counted: both reach it by step {split:g}, before the schedules differ)"
-                                if early else ""),
-                    judged, "exp - lin < 0 (bootstrap 95% interval over replicates)",
-                    measured=f"exp {a:.4g}, lin {b:.4g}; exp - lin {judged.text()}", counts=not early))
-                if what == "steps":
-                    fe = first_hits(sim.trace_norm[:, :, 0], step_axis, eps)
-                    fl = first_hits(sim.trace_norm[:, :, 1], step_axis, eps)
-                    single = paired_less(fe, fl)
-                    comps.append(Comparison.judged(
-                        f"{name}, {label} (beside, not counted): single-run first passage, steps to ||grad f|| <= "
-                        f"{eps:.4g}", single, "exp - lin < 0 (paired t over replicates)", counts=False))
-            if label == "same K" and exact_sq is not None:
-                t_hit = [np.flatnonzero(exact_sq[c] <= eps**2) for c in range(2)]
-                ke, kl = (float(t[0]) if t.size else math.inf for t in t_hit)
-                if (math.isfinite(ke) or math.isfinite(kl)) and max(ke, kl) > K:
-                    quantity = f"{name}, same K: steps until the exact E||grad f||^2 <= {eps:.4g}^2 (quadratic_moments)"
-                    if ke == kl:
-                        comps.append(Comparison(quantity, f"exp {ke:g}, lin {kl:g}: equal", "exp < lin",
-                                                INCONCLUSIVE))
-                    else:
-                        comps.append(Comparison.exact(quantity, f"exp {ke:g}, lin {kl:g}", "exp < lin",
-                                                      ok=bool(ke < kl)))
-
-    # Per-stage decay (same K): replicate mean of ||grad f||^2 over the last quarter of each stage.
-    sim = sims["same K"]
-    sq = sim.trace_norm**2                                   # [obs, R, C]
-    steps = sim.trace_step
-    ends = []
-    for m in range(M):
-        sel = (steps > m * K + 0.75 * K) & (steps <= (m + 1) * K)
-        ends.append(sq[sel].mean(axis=0))                    # [R, C]
-    ends = np.array(ends)                                    # [M, R, C]
-    mean_end = ends.mean(axis=1)                             # [M, C]
-    per_rep = np.array([per_stage_decay_slope(ends[1:, r, 0]) for r in range(R)])
-    bound = proposition1_bound(problem.constants(), lr_seq[:, 0], b_seq[:, 0], eta_max=cfg["eta_max"]).total
+        exact_row = (lambda eps: _exact_row(exact_sq, name, eps, K)) if label == "same K" and quadratic else None
+        comps += _passage_rows(sim, label, name, targets, K, cfg["seed"], lines, then=exact_row)
+    row, mean_end = _stage_decay_row(sims["same K"], problem, name, cfg, b_seq, lr_seq)
+    comps.append(row)
     t = np.arange(1, K * M + 1)
-    bound_ends = [bound[(t > m * K + 0.75 * K) & (t <= (m + 1) * K)].mean() for m in range(M)]
-    comps.append(Comparison.judged(
-        f"{name}, same K (beside, not counted): slope of log E||grad f||^2 per stage, exponential (stages 1..{M - 1})",
-        mean_interval(per_rep),
-        f"-log gamma = {-math.log(cfg['gamma']):.3f} is the rate of the bound, an upper bound: over this window "
-        f"the bound's own slope is {per_stage_decay_slope(bound_ends[1:]):.3f}",
-        counts=False))
     exact = None
     if exact_sq is not None:
         e = exact_sq[:, 1:]
@@ -294,6 +235,83 @@ def _one_problem(problem, cfg, ctx: RunContext, *, index: int):
     fig = str(_plot(sims, targets, mean_end, exact, cfg, ctx.figure_path(f"exponential_vs_linear{suffix}.png"),
                     title=name))
     return comps, lines, fig
+
+
+def _passage_rows(sim, label: str, name: str, targets, K: int, seed: int, lines: list, *, then=None) -> list:
+    """exp − lin in steps and in SFO until the replicate mean ‖∇f‖ ≤ ε, for each target ε (counted
+    once the schedules differ), with the single-run first passage beside it (not counted); ``then(ε)``
+    gives the rows that follow each target's."""
+    if label == "same K":
+        split = K
+    else:                      # the first stage change of either schedule (median over replicates)
+        first = sim.transition_step[:, :, 0].astype(float)
+        first[first < 0] = np.inf
+        split = float(np.min(np.median(first, axis=0)))
+    step_axis = np.broadcast_to(sim.trace_step[:, None], sim.trace_norm.shape[:2]).astype(float)
+    comps = []
+    for j, eps in enumerate(targets):
+        for what, x_exp, x_lin in (("steps", step_axis, step_axis),
+                                   ("SFO", sim.trace_sfo[:, :, 0].astype(float), sim.trace_sfo[:, :, 1].astype(float))):
+            judged, a, b = _mean_passage_difference(None, x_exp, x_lin, sim.trace_norm[:, :, 0],
+                                                    sim.trace_norm[:, :, 1], eps, seed=seed + j)
+            sa, sb = _mean_passage_difference(None, step_axis, step_axis, sim.trace_norm[:, :, 0],
+                                              sim.trace_norm[:, :, 1], eps, seed=0)[1:]
+            quantity = f"{name}, {label}: {what} until mean ||grad f|| <= {eps:.4g}"
+            if math.isinf(a) and math.isinf(b):
+                lines.append(f"{quantity}: neither schedule reaches it")
+                continue
+            early = max(sa, sb) <= split
+            comps.append(Comparison.judged(
+                quantity + (f" (beside, not counted: both reach it by step {split:g}, before the schedules differ)"
+                            if early else ""),
+                judged, "exp - lin < 0 (bootstrap 95% interval over replicates)",
+                measured=f"exp {a:.4g}, lin {b:.4g}; exp - lin {judged.text()}", counts=not early))
+            if what == "steps":
+                fe = first_hits(sim.trace_norm[:, :, 0], step_axis, eps)
+                fl = first_hits(sim.trace_norm[:, :, 1], step_axis, eps)
+                comps.append(Comparison.judged(
+                    f"{name}, {label} (beside, not counted): single-run first passage, steps to ||grad f|| <= "
+                    f"{eps:.4g}", paired_less(fe, fl), "exp - lin < 0 (paired t over replicates)", counts=False))
+        if then is not None:
+            comps += then(eps)
+    return comps
+
+
+def _exact_row(exact_sq, name: str, eps: float, K: int) -> list:
+    """On the quadratic, same K: the first step where the exact E‖∇f‖² ≤ ε² (quadratic_moments), exp
+    against lin, when the target is reached after the first stage (else no row)."""
+    t_hit = [np.flatnonzero(exact_sq[c] <= eps**2) for c in range(2)]
+    ke, kl = (float(t[0]) if t.size else math.inf for t in t_hit)
+    if not ((math.isfinite(ke) or math.isfinite(kl)) and max(ke, kl) > K):
+        return []
+    quantity = f"{name}, same K: steps until the exact E||grad f||^2 <= {eps:.4g}^2 (quadratic_moments)"
+    if ke == kl:
+        return [Comparison(quantity, f"exp {ke:g}, lin {kl:g}: equal", "exp < lin", INCONCLUSIVE)]
+    return [Comparison.exact(quantity, f"exp {ke:g}, lin {kl:g}", "exp < lin", ok=bool(ke < kl))]
+
+
+def _stage_decay_row(sim, problem, name: str, cfg: dict, b_seq, lr_seq):
+    """Not counted: the per-stage slope of log E‖∇f‖² of the exponential schedule (same K; the replicate
+    mean over the last quarter of each stage) beside the slope of Proposition 1's bound over the same
+    window. Returns (the row, the stage-end means [M, C])."""
+    from sfotheory.bounds import proposition1_bound
+
+    K, M, R = cfg["stage_steps"], cfg["stages"], cfg["replicates"]
+    sq = sim.trace_norm**2                                   # [obs, R, C]
+    steps = sim.trace_step
+    ends = np.array([sq[(steps > m * K + 0.75 * K) & (steps <= (m + 1) * K)].mean(axis=0)
+                     for m in range(M)])                     # [M, R, C]
+    per_rep = np.array([per_stage_decay_slope(ends[1:, r, 0]) for r in range(R)])
+    bound = proposition1_bound(problem.constants(), lr_seq[:, 0], b_seq[:, 0], eta_max=cfg["eta_max"]).total
+    t = np.arange(1, K * M + 1)
+    bound_ends = [bound[(t > m * K + 0.75 * K) & (t <= (m + 1) * K)].mean() for m in range(M)]
+    row = Comparison.judged(
+        f"{name}, same K (beside, not counted): slope of log E||grad f||^2 per stage, exponential (stages 1..{M - 1})",
+        mean_interval(per_rep),
+        f"-log gamma = {-math.log(cfg['gamma']):.3f} is the rate of the bound, an upper bound: over this window "
+        f"the bound's own slope is {per_stage_decay_slope(bound_ends[1:]):.3f}",
+        counts=False)
+    return row, ends.mean(axis=1)
 
 
 def _plot(sims, targets, mean_end, exact, cfg, path, title=""):
