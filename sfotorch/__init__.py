@@ -10,7 +10,9 @@ Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, 
 :class:`TrainingLoop`     batch → micro-batches → non-finite policy → update → rule → checkpoint
 ``distributed``           DDP with exact global sums (:mod:`sfotorch.distributed`)
 ``checkpoint``            atomic, verified checkpoints (:mod:`sfotorch.checkpoint`)
-``models``, ``datasets``  CIFAR ResNet-18, DenseNet, a small CNN; CIFAR and Fashion-MNIST readers
+``models``, ``datasets``  CIFAR ResNet-18, DenseNet, a small CNN, a ~1 M-parameter transformer
+                          (``tiny_gpt``); CIFAR, Fashion-MNIST and Debian fortunes (text) readers
+``losses``                the sequence loss of the language model (a sample is a sequence)
 ``train``, ``plots``      ``sfo train`` (the driver of seeds, over ``device``, ``components``,
                           ``runlog``, ``progress``, ``evaluation``, ``summary``) and ``sfo plot``
 ========================  =====================================================================

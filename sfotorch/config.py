@@ -9,7 +9,7 @@ table        what it sets
 ===========  ==================================================================================
 [run]        name, output folder, seeds, device, threads, bf16/channels_last/compile, progress,
              checkpoints, TensorBoard
-[data]       data set, its folder, training subset, augmentation
+[data]       data set, its folder, training subset, augmentation, a text data set's options
 [model]      architecture (``sfotorch.models.build_model``) and its keyword options
 [optimizer]  plain SGD (momentum and weight decay default to 0, as in the paper)
 [schedule]   the policy of :data:`sfotorch.scheduler.POLICIES` and the keyword arguments of its
@@ -72,8 +72,9 @@ _REQUIRED = object()
 #: policy name → its :mod:`sfotheory.rule` constructor (the names of ``sfotorch.scheduler.POLICIES``).
 _POLICIES = {name: getattr(rule, name) for name in
              ("adaptive_exponential", "adaptive_linear", "constant", "periodic", "cosine")}
-_MODELS = ("densenet", "resnet18", "small_cnn")
-_DATASETS = ("cifar10", "cifar100", "fashion_mnist")
+_MODELS = ("densenet", "resnet18", "small_cnn", "tiny_gpt")
+_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "fortunes")
+_TEXT_DATASETS = ("fortunes",)        # sequences of token ids: no augmentation, no channels
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class Key:
 
     ``kind`` is ``"int"``, ``"float"``, ``"bool"``, ``"str"``, ``"choice"``, ``"ints"`` (a list of
     ints) or ``"table"`` (a TOML table of keyword options); ``low``/``high`` bound numbers
-    (inclusive), ``choices`` lists the strings a ``choice`` accepts.
+    (inclusive), ``choices`` lists the strings a ``choice`` accepts (for a ``float``: the named
+    values it accepts besides numbers, e.g. ``"auto"`` for ``schedule.eps0``).
     """
 
     kind: str
@@ -117,12 +119,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "data": {
         "dataset": Key("choice", choices=_DATASETS, help="the training data set"),
-        "root": Key("str", "", help="its folder; empty: Debian's Fashion-MNIST folder (CIFAR needs one)"),
+        "root": Key("str", "", help="its folder; empty: Debian's Fashion-MNIST or fortunes folder (CIFAR needs one)"),
         "subset": Key("int", 0, low=0, help="keep this many training images (0: all)"),
         "subset_mode": Key("choice", "first", choices=("first", "random"), help="the first k or k seeded draws"),
         "augment": Key("bool", True, help="random crop (padding 4) + flip on training batches only"),
         "on_device": Key("choice", "auto", choices=("auto", "on", "off"),
                          help="keep the uint8 images on the GPU (auto: on with CUDA); off: pinned host memory"),
+        "options": Key("table", {}, help="keyword options of a text data set's loader, e.g. "
+                                         "{ context = 64, level = \"byte\" } for fortunes"),
     },
     "model": {
         "name": Key("choice", choices=_MODELS, help="sfotorch.models.build_model name"),
@@ -140,7 +144,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
                            help="measure ‖∇f‖ after the update, or before it as the authors' code does"),
         "b0": Key("int", low=1, reason="a batch holds at least one sample", help="b_0, samples"),
         "eta0": Key("float", low=0.0, help="η_0"),
-        "eps0": Key("float", None, low=0.0, help="ε_0, the stage-0 threshold on ‖∇f‖"),
+        "eps0": Key("float", None, low=0.0, choices=("auto",),
+                    help="ε_0, the stage-0 threshold on ‖∇f‖; \"auto\": √(2C₂/b₀) with C₂ = Lσ²η₀/(2 − Lη₀) from L "
+                         "and σ² measured at θ₀ (sfotorch.calibrate), kept on --resume"),
         "delta": Key("float", None, low=1.0, help="δ, batch growth per stage"),
         "gamma": Key("float", None, low=1.0, help="γ, learning-rate growth per stage (γ < √δ)"),
         "increment": Key("float", None, low=0.0, help="a, linear batch growth per stage (adaptive_linear)"),
@@ -169,8 +175,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "micro_batches": Key("int", 4, low=2, help="debiased/subsampled: k micro-batches for tr Σ̂"),
         "beta": Key("float", 0.0, low=0.0, high=1.0, help="debiased: EMA decay (0: window mean since the last check)"),
         "stats_every": Key("int", 0, low=0, help="debiased: tr Σ̂ on one step in stats_every, at most tau "
-                           "(the last one on each check step when it divides tau); 0: min(25, tau), measured "
-                           "+4.5% wall at tau = 1000"),
+                           "(the last one on each check step when it divides tau); 0: min(25, tau), its wall-time cost "
+                           "in benchmarks/bench_monitors.py"),
         "variance_source": Key("choice", "auto", choices=("auto", "per_sample_norms", "micro_batches"),
                                help="debiased: where tr Σ̂ comes from on a batch that is one micro-batch; auto: "
                                     "per-sample-norm hooks when every layer supports them, else micro_batches"),
@@ -235,8 +241,10 @@ def _check_value(value, key: Key, name: str, where: str):
         if isinstance(value, bool) or not isinstance(value, int):
             fail(name, where, "an integer", value)
     elif kind == "float":
+        if key.choices and isinstance(value, str) and value in key.choices:   # a named value: eps0 = "auto"
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail(name, where, "a number", value)
+            fail(name, where, "a number" + "".join(f" or {c!r}" for c in key.choices), value)
         value = float(value)
         if math.isnan(value):
             fail(name, where, "a number", value)
@@ -306,8 +314,8 @@ def _cross_check(cfg: dict, where: str) -> None:
     for k, p in params.items():
         if p.default is inspect.Parameter.empty and k not in kwargs:
             fail(f"schedule.{k}", where, f"given for policy {policy!r}", None)
-    try:
-        schedule = ctor(**kwargs)
+    try:   # eps0 = "auto" is measured when the run is built (sfotorch.components); any ε₀ > 0 checks the rest
+        schedule = ctor(**({**kwargs, "eps0": 1.0} if kwargs.get("eps0") == "auto" else kwargs))
     except ParameterError as exc:
         raise type(exc)(f"[schedule] of {where.removeprefix('the config ')}: {exc}") from None
     if "tau" in params and "tau" not in kwargs:
@@ -334,6 +342,18 @@ def _cross_check(cfg: dict, where: str) -> None:
     if mon["kind"] == "debiased" and tau is not None and mon["stats_every"] > tau:
         fail("monitor.stats_every", where, f"<= schedule.tau = {tau} (0: min(25, tau))", mon["stats_every"],
              reason="a check interval without a statistics step has no estimate")
+    data = cfg["data"]
+    if data["dataset"] in _TEXT_DATASETS:
+        if data["augment"]:
+            fail("data.augment", where, f"false for the text data set {data['dataset']!r} (text has no crop/flip "
+                 "augmentation)", True)
+        if cfg["run"]["channels_last"] == "on":
+            fail("run.channels_last", where, f"'auto' or 'off' for the text data set {data['dataset']!r} (token "
+                 "ids have no channels)", "on")
+    elif data["options"]:
+        key = next(iter(data["options"]))
+        fail(f"data.options.{key}", where, f"left out for the image data set {data['dataset']!r} (it takes no "
+             "options)", data["options"][key])
     if cfg["run"]["device"] == "cpu" and cfg["data"]["on_device"] == "on":
         fail("data.on_device", where, "'auto' or 'off' with run.device = 'cpu'", "on")
 

@@ -61,7 +61,9 @@ def resolve_device(cfg: dict) -> dict:
     # and a second thread can slow it down (benchmarks/bench_train_throughput.py --threads measures it)
     threads = run["threads"] or (torch.get_num_threads() if on_gpu else 1)
     amp = run["amp"] if run["amp"] != "auto" else ("bf16" if on_gpu else "off")
-    channels_last = run["channels_last"] == "on" or (run["channels_last"] == "auto" and on_gpu)
+    from .datasets import TEXT_DATASETS      # token ids (B, T) have no channels: auto is off for text
+    channels_last = run["channels_last"] == "on" or (run["channels_last"] == "auto" and on_gpu
+                                                     and cfg["data"]["dataset"] not in TEXT_DATASETS)
     on_device = on_gpu and cfg["data"]["on_device"] != "off"
     return {"device": device, "threads": threads, "amp": amp, "channels_last": channels_last,
             "on_device": on_device}

@@ -11,7 +11,8 @@ Run folder (``OUT`` = ``run.out_dir``, default ``runs/NAME``)::
 
     OUT/config.toml            the resolved configuration (after --set overrides)
     OUT/summary.csv            one row per seed, then rows 'mean' and 'std' (sample std, n − 1)
-    OUT/seedS/log.jsonl        JSON lines: 'start'/'resume', every scheduler record ('check'),
+    OUT/seedS/log.jsonl        JSON lines: 'start'/'resume', 'calibration' (schedule.eps0 = "auto":
+                               the measured L, σ², C₂, ε₀), every scheduler record ('check'),
                                the loop's events, 'eval', 'checkpoint', 'end'
     OUT/seedS/summary.csv      one row: results, SFO, versions, seed and the flattened config
     OUT/seedS/checkpoint.pt    everything needed to continue bit-exactly (``--resume``)
@@ -169,7 +170,7 @@ def _prepare_seed(cfg: dict, seed: int, run_dir: str, env: dict, *, resume: bool
              reason=f"{log_path} exists")
     tb_dir = tensorboard_dir(cfg, run_dir)
     log = RunLog(log_path)
-    built = build_components(cfg, seed, env, ckpt, log)
+    built = build_components(cfg, seed, env, ckpt, log, resume=resume)
     # the run's own state, saved with every checkpoint: the training loss since the last evaluation,
     # that evaluation, and the clock of the run and of its measurements
     extra = {"window_loss": 0.0, "window_samples": 0, "last_eval_step": -1, "last_eval": {}, "time": 0.0,
@@ -210,6 +211,8 @@ class _SeedRun:
         self.start()
         progress = Progress(progress_stream, cfg["run"]["progress_every"],
                             label=f"[seed {self.seed}] " if len(cfg["run"]["seeds"]) > 1 else "")
+        if self.built.calibration is not None and progress.every > 0:
+            print(f"{progress.label}{self.built.calibration.summary()}", file=progress.stream, flush=True)
         status, message = "finished", ""
         try:
             # every checkpoint (with rollback also the loop's periodic ones) holds the run's own state
@@ -256,6 +259,8 @@ class _SeedRun:
                        "dataset": cfg["data"]["dataset"], "schedule": sched.schedule.to_dict(),
                        "monitor": built.monitor.name, **info_env, "versions": self.versions,
                        "config": {k: v for k, v in cfg.items() if k in SCHEMA}})
+            if built.calibration is not None:      # schedule.eps0 = "auto": what was measured (kept on --resume)
+                log.write({"kind": "calibration", "step": 0, "samples": 0, **built.calibration.to_dict()})
 
     def steps(self, progress, on_step) -> None:
         """Step until the rule stops the run or ``train``'s limit is reached; evaluate and

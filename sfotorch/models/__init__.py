@@ -7,6 +7,8 @@ name           model                                                  parameters
 ``densenet``   the paper's DenseNet, k = 12, no compression           1 724 266
                (:mod:`.densenet`)
 ``small_cnn``  ~94 k-parameter CNN for 28×28 / 32×32 (:mod:`.small_cnn`)  94 538 (3 ch.)
+``tiny_gpt``   decoder-only transformer for byte/char text, tied      1 040 768 (V=256)
+               embeddings (:mod:`.tiny_gpt`); C is the vocabulary V
 =============  =====================================================  ==================
 
 >>> model = build_model("small_cnn", num_classes=10, in_channels=1, batch_norm=True)
@@ -15,7 +17,7 @@ name           model                                                  parameters
 >>> build_model("vgg16", num_classes=10)
 Traceback (most recent call last):
 ...
-sfotheory.validation.ParameterError: The 'name' parameter of build_model must be one of 'densenet', 'resnet18', 'small_cnn'. Got name='vgg16' instead.
+sfotheory.validation.ParameterError: The 'name' parameter of build_model must be one of 'densenet', 'resnet18', 'small_cnn', 'tiny_gpt'. Got name='vgg16' instead.
 """
 
 from __future__ import annotations
@@ -29,20 +31,26 @@ from sfotheory.validation import check_choice, check_integer, fail
 from .densenet import Bottleneck, DenseNet, Transition, densenet_cifar
 from .resnet import BasicBlock, ResNet, resnet18
 from .small_cnn import SmallCNN, small_cnn
+from .tiny_gpt import CausalSelfAttention, TinyGPT, TransformerBlock, tiny_gpt
 
 __all__ = [
     "MODELS",
     "BasicBlock",
     "Bottleneck",
+    "CausalSelfAttention",
     "DenseNet",
     "ResNet",
     "SmallCNN",
+    "TEXT_MODELS",
+    "TinyGPT",
     "Transition",
+    "TransformerBlock",
     "build_model",
     "count_parameters",
     "densenet_cifar",
     "resnet18",
     "small_cnn",
+    "tiny_gpt",
 ]
 
 #: name → constructor taking ``num_classes``, ``in_channels`` and model-specific keywords.
@@ -50,7 +58,10 @@ MODELS = {
     "densenet": densenet_cifar,
     "resnet18": resnet18,
     "small_cnn": small_cnn,
+    "tiny_gpt": tiny_gpt,
 }
+#: the models of :data:`MODELS` that read token ids (B, T) rather than images (B, C, H, W)
+TEXT_MODELS = ("tiny_gpt",)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **kwargs) -> nn.Module:

@@ -31,8 +31,9 @@ so in window mode: b changes only at checks).
 
 - ``"per_sample_norms"`` (recommended where it applies): hooks inside the one ordinary backward
   give s_i = ‖∇f_i‖² for every sample (:mod:`sfotorch.monitors.per_sample_norms`; exact for
-  Linear, Conv1d/2d, LayerNorm, GroupNorm and BatchNorm in eval mode; refused for BatchNorm in
-  train mode and unsupported layers). ``.grad`` is the plain backward's, bit for bit. Then
+  Linear, Embedding, Conv1d/2d, LayerNorm, GroupNorm and BatchNorm in eval mode, also over
+  sequences and with tied weights; refused for BatchNorm in train mode and unsupported layers).
+  ``.grad`` is the plain backward's, bit for bit. Then
   u_t = (b/(b−1))‖ḡ‖² − Σ s_i/(b(b−1)) = (1/(b(b−1))) Σ_{i≠j} ∇f_iᵀ∇f_j: the diagonal terms
   cancel, so u_t is the U-statistic of the batch, much less noisy than ‖g_B‖² alone.
 - ``"micro_batches"``: k forward/backward passes of b/k samples (any model; with BatchNorm in

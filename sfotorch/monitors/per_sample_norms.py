@@ -11,8 +11,9 @@ output tensor receives δ during the backward that training runs anyway, and
     s_i = \lVert\nabla_\theta f_i\rVert^2 = \frac{1}{c^2}\sum_{\text{layers}} \bigl(\lVert G_i\rVert^2 +
           \lVert \textstyle\sum_t \delta_{i,t}\rVert^2\bigr)
 
-(the last term for the bias; t runs over the extra positions of the layer, if any). Then, with
-ḡ = (1/b) Σ_i ∇f_i the batch-mean gradient (the norm of the fresh ``.grad``),
+(the last term for the bias; t runs over the extra positions of the layer, if any: the T tokens
+of a sequence, the pixels of a feature map). Then, with ḡ = (1/b) Σ_i ∇f_i the batch-mean
+gradient (the norm of the fresh ``.grad``),
 
 .. math::
 
@@ -30,7 +31,12 @@ tested against :mod:`torch.func`):
 module                         ‖G_i‖²
 ============================== =================================================================
 ``nn.Linear``, input (b, d)     ‖a_i‖² ‖δ_i‖²  (bias: ‖δ_i‖²)
-``nn.Linear``, input (b, …, d)  ‖δ_iᵀ a_i‖² or Σ_{t,s}(a_i a_iᵀ)_{ts}(δ_i δ_iᵀ)_{ts}, the cheaper
+``nn.Linear``, input (b, …, d)  ‖Σ_t δ_{i,t} a_{i,t}ᵀ‖² = ‖δ_iᵀ a_i‖² or, from the two T × T Gram
+                                matrices, Σ_{t,s}(a_{i,t}·a_{i,s})(δ_{i,t}·δ_{i,s}), the cheaper
+                                (not Σ_t ‖δ_{i,t}‖²‖a_{i,t}‖²: the tokens' parts add before the norm)
+``nn.Embedding``, ids (b, …)    ‖Σ_t e_{x_t} g_tᵀ‖² = Σ_{t,s} [x_{i,t} = x_{i,s}] (g_{i,t}·g_{i,s}),
+                                or the V × d matrix Σ_t e_{x_t} g_tᵀ built by scatter-add, the
+                                cheaper; ``padding_idx`` positions add nothing (as in torch)
 ``nn.Conv1d`` / ``nn.Conv2d``   U_i = unfold(pad(a_i)) (C_in k × L); ‖δ_i U_iᵀ‖² or the Gram form
                                 ⟨U_iᵀU_i, δ_iᵀδ_i⟩, the cheaper, per group; any stride, padding
                                 (also ``"same"`` and non-zero padding modes), dilation, groups
@@ -39,15 +45,40 @@ module                         ‖G_i‖²
 ``nn.BatchNorm*d`` in eval mode same, â from the running statistics
 ============================== =================================================================
 
+**Shared parameters** — one ``Parameter`` owned by several modules (tied embeddings:
+``head.weight = tok_emb.weight``) or a module called more than once in one forward. Its
+per-sample gradient is the sum over its U uses, G_i = Σ_u G_i^{(u)}, and
+
+.. math::
+
+    \lVert G_i\rVert^2 = \sum_u \lVert G_i^{(u)}\rVert^2 + 2\sum_{u<v}\langle G_i^{(u)}, G_i^{(v)}\rangle
+    \neq \sum_u \lVert G_i^{(u)}\rVert^2 .
+
+For these parameters (and only these) the hooks materialise each use's per-sample gradient
+G_i^{(u)} (b × the parameter's size: for a tied V × d embedding, b V d numbers), add them, and take
+the norm when :attr:`PerSampleNorms.sq_norms` is read; every other parameter goes through the norm
+formulas above.
+
+**A use the hooks cannot see.** Hooks see a parameter only through the module that owns it. After
+every recorded forward the autograd graph of the model's output is walked and its edges into each
+parameter counted; more edges than hooked uses (a weight also used functionally, e.g. a head
+written ``F.linear(h, self.tok_emb.weight)``) is refused, since that use's part would be missing
+from G_i. (bf16 autocast caches one cast of a weight for all its uses, which can show *fewer*
+edges than uses; fewer is never refused, so a functional use that shares that cached cast with a
+hooked one goes unseen.)
+
 **Refused** (:class:`~sfotheory.validation.ParameterError` naming the module): a trainable
-parameter owned by any other module type (Embedding, Conv3d, custom layers, …) — use
+parameter owned by any other module type (Conv3d, Bilinear, custom layers, …) — use
 ``variance_source="micro_batches"`` there; BatchNorm in train mode (or without running
 statistics): it normalises each sample with the batch's statistics, so δ_i depends on every
 sample and sample i's "gradient" is not ∇f_i — there is no per-sample decomposition to take
 the norm of (micro-batches, which normalise each group by its own statistics as gradient
-accumulation does, are the honest source there); a module called more than once in one forward
-(weight sharing: the per-sample gradient is a sum over calls, whose norm is not the sum of
-norms).
+accumulation does, are the honest source there); an Embedding with ``scale_grad_by_freq`` (it
+divides by the token counts of the whole batch, coupling the samples); a parameter used outside
+its modules (above).
+
+Every hooked module must take the batch as the first dimension of its input (a position
+embedding is looked up with the positions broadcast to (b, T), not with a (T,) vector).
 
 The hooks only read: the ``.grad`` left by the backward is the one a plain backward leaves, bit
 for bit. Hooks exist only inside :meth:`PerSampleNorms.recording` (removed on exit, also on error);
@@ -57,6 +88,7 @@ hooks on the output tensors live in the autograd graph, which the backward frees
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 
 import torch
 from torch import nn
@@ -64,18 +96,19 @@ from torch.nn import functional as F
 
 from sfotheory.validation import fail
 
-__all__ = ["PerSampleNorms", "EXACT_MODULES", "unsupported_modules"]
+__all__ = ["PerSampleNorms", "EXACT_MODULES", "graph_parameter_uses", "unsupported_modules"]
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 #: Module types whose per-sample gradient norms are computed exactly by :class:`PerSampleNorms`.
-EXACT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LayerNorm, nn.GroupNorm) + _BATCHNORMS
+EXACT_MODULES = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.LayerNorm, nn.GroupNorm) + _BATCHNORMS
 
 
 def unsupported_modules(model: nn.Module, params) -> list[str]:
     """Reasons, one per module, why the per-sample norms of ``params`` cannot be computed exactly.
 
     Empty when every trainable parameter belongs directly to a module of :data:`EXACT_MODULES`,
-    no BatchNorm owning one is in train mode (or lacks running statistics).
+    no BatchNorm owning one is in train mode (or lacks running statistics) and no Embedding
+    owning one scales its gradient by the batch's token frequencies.
     """
     ids = {id(p) for p in params}
     owned = set()
@@ -90,9 +123,57 @@ def unsupported_modules(model: nn.Module, params) -> list[str]:
             reasons.append(f"{label}: no per-sample norm formula")
         elif isinstance(mod, _BATCHNORMS) and (mod.training or mod.running_mean is None):
             reasons.append(f"{label}: BatchNorm normalising with batch statistics couples the samples")
+        elif isinstance(mod, nn.Embedding) and mod.scale_grad_by_freq:
+            reasons.append(f"{label}: scale_grad_by_freq divides by the whole batch's token counts, which "
+                           "couples the samples")
     if len(owned) != len(ids):
         reasons.append("parameters that belong to no module of the model")
     return reasons
+
+
+def graph_parameter_uses(outputs, params) -> Counter:
+    """``{id(p): edges}``: how many edges of the autograd graph behind ``outputs`` (a tensor, or a
+    tuple/list/dict of them) lead into each parameter of ``params`` (its AccumulateGrad node).
+
+    One module call that uses a parameter makes one edge, so a parameter used twice (a tied
+    weight) has two.
+
+    >>> emb, head = nn.Embedding(5, 3), nn.Linear(3, 5, bias=False)
+    >>> head.weight = emb.weight
+    >>> out = head(emb(torch.tensor([[1, 2]])))
+    >>> graph_parameter_uses(out, [emb.weight])[id(emb.weight)]
+    2
+    """
+    ids = {id(p) for p in params}
+    counts: Counter = Counter()
+    stack = [t.grad_fn for t in _tensors(outputs) if t.grad_fn is not None]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            var = getattr(nxt, "variable", None)          # an AccumulateGrad node: a leaf
+            if var is not None:
+                if id(var) in ids:
+                    counts[id(var)] += 1
+            else:
+                stack.append(nxt)
+    return counts
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            yield from _tensors(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _tensors(x)
 
 
 class PerSampleNorms:
@@ -125,11 +206,33 @@ class PerSampleNorms:
                 if tw or tb:
                     self.layers.append((mod, tw, tb))
         self._flags = {id(mod): (tw, tb) for mod, tw, tb in self.layers}
+        owners = Counter(id(getattr(mod, key)) for mod, tw, tb in self.layers
+                         for key, trainable in (("weight", tw), ("bias", tb)) if trainable)
+        #: ids of the parameters owned by more than one module (tied weights): materialised
+        self.tied = {pid for pid, count in owners.items() if count > 1}
+        self._params = {id(p): p for p in params}
         self._batchnorms = [(name, mod) for name, mod in model.named_modules()
                             if isinstance(mod, _BATCHNORMS) and id(mod) in self._flags]
         self._handles = []
-        self._seen = set()
-        self.sq_norms = None                 # (b,) tensor: Σ_layers ‖G_i‖² (c² s_i)
+        self._reset()
+
+    def _reset(self):
+        self._seen = set()                   # modules called in this recording
+        self._shared = set(self.tied)        # parameters with several uses: tied, or a module called again
+        self._uses = Counter()               # hooked uses of each parameter in this recording
+        self._pending = {}                   # id(p) → Σ_u G_i^(u), (b, *p.shape), of a shared parameter
+        self._sq = None                      # (b,) tensor: Σ ‖G_i‖² over the parameters not pending
+
+    @property
+    def sq_norms(self):
+        """The (b,) tensor of c² s_i over the recorded backward (None before one): the norm-formula
+        parameters' part plus, for each shared parameter, ‖Σ_u G_i^{(u)}‖²."""
+        if self._pending:
+            for g in self._pending.values():
+                sq = _sq(g, g.shape[0])
+                self._sq = sq if self._sq is None else self._sq + sq
+            self._pending = {}
+        return self._sq
 
     def _refuse(self, reasons):
         if reasons:
@@ -142,8 +245,9 @@ class PerSampleNorms:
         """Hooks registered for one forward + backward, removed on exit (also on error)."""
         self._refuse([f"{name} ({type(mod).__name__}): BatchNorm in train mode couples the samples"
                       for name, mod in self._batchnorms if mod.training])
-        self._seen, self.sq_norms = set(), None
+        self._reset()
         self._handles = [mod.register_forward_hook(self._forward_hook) for mod, _, _ in self.layers]
+        self._handles.append(self.model.register_forward_hook(self._check_graph))   # after the layers' hooks
         try:
             yield self
         finally:
@@ -153,29 +257,66 @@ class PerSampleNorms:
 
     # -- hooks -------------------------------------------------------------------------------------
 
+    def _owned(self, mod, tw, tb):
+        return [p for p, trainable in ((getattr(mod, "weight", None), tw), (getattr(mod, "bias", None), tb))
+                if trainable]
+
     def _forward_hook(self, mod, inputs, output):
-        if not torch.is_grad_enabled() or not output.requires_grad:
+        if not torch.is_grad_enabled() or not isinstance(output, torch.Tensor) or not output.requires_grad:
             return
-        if id(mod) in self._seen:
-            fail("model", self.where, "a model whose layers are each called once per forward",
-                 type(mod).__name__, reason="a shared layer's per-sample gradient is a sum over its calls")
-        self._seen.add(id(mod))
-        a = inputs[0].detach()
         tw, tb = self._flags[id(mod)]
+        owned = self._owned(mod, tw, tb)
+        if id(mod) in self._seen:            # a second call: its parameters' uses add before the norm
+            self._shared.update(id(p) for p in owned)
+        self._seen.add(id(mod))
+        self._uses.update(id(p) for p in owned)
+        a = inputs[0].detach()
         output.register_hook(lambda delta, mod=mod, a=a, tw=tw, tb=tb: self._backward(mod, a, delta, tw, tb))
+
+    def _check_graph(self, model, inputs, output):
+        """Refuse a parameter the graph uses more often than the hooked modules do (module doc)."""
+        if not torch.is_grad_enabled():
+            return
+        edges = graph_parameter_uses(output, self._params.values())
+        for pid, count in edges.items():
+            if count > self._uses[pid]:
+                names = {id(p): n for n, p in self.model.named_parameters()}
+                fail("model", self.where, "a model whose trainable parameters are used only through the modules "
+                     "that own them", names.get(pid, "a parameter"),
+                     reason=f"the autograd graph uses it {count} times, the hooked modules {self._uses[pid]} "
+                            "times (e.g. a weight tied through F.linear): its per-sample gradient would miss a use")
 
     def _backward(self, mod, a, delta, tw, tb):
         # under autocast the layer's input and the gradient of its output can differ in dtype (a
         # float32 input, a bf16 δ): the norms are taken in float32 (or wider) whatever they are
-        dtype = torch.promote_types(torch.promote_types(a.dtype, delta.dtype), torch.float32)
-        a, delta = a.to(dtype), delta.detach().to(dtype)
+        dtype = torch.promote_types(delta.dtype, torch.float32)
+        if a.is_floating_point():
+            dtype = torch.promote_types(dtype, a.dtype)
+            a = a.to(dtype)
+        delta = delta.detach().to(dtype)
+        weight, bias = getattr(mod, "weight", None), getattr(mod, "bias", None)
+        mw = tw and id(weight) in self._shared
+        mb = tb and id(bias) in self._shared
+        if mw or mb:                         # materialise the shared parameters' G_i^(u) and add them up
+            gw, gb = _per_sample_grads(mod, a, delta, mw, mb)
+            for p, g in ((weight, gw), (bias, gb)):
+                if g is not None:
+                    g = g.reshape(delta.shape[0], *p.shape)
+                    old = self._pending.get(id(p))
+                    self._pending[id(p)] = g if old is None else old + g
+            tw, tb = tw and not mw, tb and not mb
+        if not (tw or tb):
+            return
         if isinstance(mod, nn.Linear):
             sq = _linear_sq(a, delta, tw, tb)
+        elif isinstance(mod, nn.Embedding):
+            sq = _embedding_sq(mod, a, delta)
         elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):
             sq = _conv_sq(mod, a, delta, tw, tb)
         else:
-            sq = _norm_sq(mod, a, delta, tw, tb)
-        self.sq_norms = sq if self.sq_norms is None else self.sq_norms + sq
+            gw, gb = _norm_grads(mod, a, delta, tw, tb)
+            sq = sum(_sq(g, g.shape[0]) for g in (gw, gb) if g is not None)
+        self._sq = sq if self._sq is None else self._sq + sq
 
 
 # -- per-layer formulas (each returns the (b,) tensor of ‖G_i‖² over the layer's trainable params) ------
@@ -214,13 +355,35 @@ def _outer_sum_sq(delta, u):
     return torch.linalg.vecdot(gu.reshape(n, -1), gd.reshape(n, -1))
 
 
-def _conv_sq(mod, a, delta, tw, tb):
+def _embedding_inputs(mod, ids, delta):
+    """ids (b, T) and g (b, T, d), with the positions of ``padding_idx`` zeroed (they get no gradient)."""
+    b = ids.shape[0]
+    ids = ids.reshape(b, -1)
+    g = delta.reshape(b, ids.shape[1], -1)
+    if mod.padding_idx is not None:
+        g = g * (ids != mod.padding_idx).unsqueeze(-1).to(g.dtype)
+    return ids, g
+
+
+def _embedding_matrix(ids, g, num_embeddings):
+    """Σ_t e_{x_t} g_tᵀ per sample: (b, V, d) by scatter-add."""
+    out = g.new_zeros(g.shape[0], num_embeddings, g.shape[2])
+    return out.scatter_add_(1, ids.unsqueeze(-1).expand(-1, -1, g.shape[2]), g)
+
+
+def _embedding_sq(mod, ids, delta):
+    ids, g = _embedding_inputs(mod, ids, delta)
+    b, t, _ = g.shape
+    if mod.num_embeddings <= t * t:          # V d per sample against T² d for the Gram form
+        return _sq(_embedding_matrix(ids, g, mod.num_embeddings), b)
+    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(g.dtype)
+    gram = torch.bmm(g, g.transpose(1, 2))
+    return torch.linalg.vecdot(gram.reshape(b, -1), same.reshape(b, -1))
+
+
+def _conv_columns(mod, a, delta):
+    """(δ, U) per sample and group: δ (b·g, C_out/g, L), U (b·g, C_in k/g, L), as the convolution sees them."""
     b = a.shape[0]
-    out = 0.0
-    if tb:
-        out = _sq(delta.reshape(b, delta.shape[1], -1).sum(2), b)
-    if not tw:
-        return out
     two_d = isinstance(mod, nn.Conv2d)
     if not two_d:                                         # Conv1d as a Conv2d of height 1
         a, delta = a.unsqueeze(2), delta.unsqueeze(2)
@@ -234,8 +397,19 @@ def _conv_sq(mod, a, delta, tw, tb):
         cols = F.unfold(_pad(mod, a, two_d), kernel, dilation=dilation, stride=stride)
     g = mod.groups
     length = cols.shape[2]
-    sq = _outer_sum_sq(delta.reshape(b * g, -1, length), cols.reshape(b * g, -1, length))
-    return out + (sq if g == 1 else sq.reshape(b, g).sum(1))
+    return delta.reshape(b * g, -1, length), cols.reshape(b * g, -1, length)
+
+
+def _conv_sq(mod, a, delta, tw, tb):
+    b = a.shape[0]
+    out = 0.0
+    if tb:
+        out = _sq(delta.reshape(b, delta.shape[1], -1).sum(2), b)
+    if not tw:
+        return out
+    d, u = _conv_columns(mod, a, delta)
+    sq = _outer_sum_sq(d, u)
+    return out + (sq if mod.groups == 1 else sq.reshape(b, mod.groups).sum(1))
 
 
 def _pad(mod, a, two_d):
@@ -258,27 +432,51 @@ def _pad(mod, a, two_d):
     return F.pad(a, pads, mode=mod.padding_mode)
 
 
-def _norm_sq(mod, a, delta, tw, tb):
+def _norm_grads(mod, a, delta, tw, tb):
+    """Per-sample gradients (b, C) of a normalisation layer's weight and bias (None where not wanted)."""
     b = a.shape[0]
-    out = 0.0
+    gw = gb = None
     if isinstance(mod, nn.LayerNorm):
         lead = a.dim() - len(mod.normalized_shape)
         red = tuple(range(1, lead))                        # extra positions between batch and features
         if tw:
             normed = F.layer_norm(a, mod.normalized_shape, None, None, mod.eps)
             gw = (delta * normed).sum(red) if red else delta * normed
-            out = _sq(gw, b)
         if tb:
             gb = delta.sum(red) if red else delta
-            out = out + _sq(gb, b)
-        return out
+        return gw, gb
     c = a.shape[1]
     if tw:
         if isinstance(mod, nn.GroupNorm):
             normed = F.group_norm(a, mod.num_groups, None, None, mod.eps)
         else:
             normed = F.batch_norm(a, mod.running_mean, mod.running_var, None, None, False, 0.0, mod.eps)
-        out = _sq((delta * normed).reshape(b, c, -1).sum(2), b)
+        gw = (delta * normed).reshape(b, c, -1).sum(2)
     if tb:
-        out = out + _sq(delta.reshape(b, c, -1).sum(2), b)
-    return out
+        gb = delta.reshape(b, c, -1).sum(2)
+    return gw, gb
+
+
+def _per_sample_grads(mod, a, delta, tw, tb):
+    """One use's per-sample gradients G_i^(u) of the module's weight and bias, (b, …) tensors (None where
+    not wanted): for the parameters whose uses must add before the norm."""
+    b = a.shape[0]
+    gw = gb = None
+    if isinstance(mod, nn.Linear):
+        d2, a2 = delta.reshape(b, -1, delta.shape[-1]), a.reshape(b, -1, a.shape[-1])
+        if tw:
+            gw = torch.bmm(d2.transpose(1, 2), a2)            # Σ_t δ_t a_tᵀ: (b, out, in)
+        if tb:
+            gb = d2.sum(1)
+    elif isinstance(mod, nn.Embedding):
+        ids, g = _embedding_inputs(mod, a, delta)
+        gw = _embedding_matrix(ids, g, mod.num_embeddings)
+    elif isinstance(mod, (nn.Conv1d, nn.Conv2d)):
+        if tw:
+            d, u = _conv_columns(mod, a, delta)
+            gw = torch.bmm(d, u.transpose(1, 2)).reshape(b, -1)   # per group: (C_out/g) × (C_in k/g)
+        if tb:
+            gb = delta.reshape(b, delta.shape[1], -1).sum(2)
+    else:
+        gw, gb = _norm_grads(mod, a, delta, tw, tb)
+    return gw, gb

@@ -239,9 +239,9 @@ def test_refusals_name_the_parameter_and_the_module():
     bn_train = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     with pytest.raises(ParameterError, match=r"'variance_source' parameter of DebiasedMonitor.*BatchNorm"):
         DebiasedMonitor(bn_train, nn.CrossEntropyLoss(), variance_source="per_sample_norms")
-    emb = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2))
-    with pytest.raises(ParameterError, match=r"0 \(Embedding\): no per-sample norm formula"):
-        DebiasedMonitor(emb, nn.CrossEntropyLoss(), variance_source="per_sample_norms")
+    conv3d = nn.Sequential(nn.Conv3d(1, 2, 1), nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(ParameterError, match=r"0 \(Conv3d\): no per-sample norm formula"):
+        DebiasedMonitor(conv3d, nn.CrossEntropyLoss(), variance_source="per_sample_norms")
     bn_eval = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).eval()
     mon = DebiasedMonitor(bn_eval, nn.CrossEntropyLoss(), variance_source="per_sample_norms")
     bn_eval.train()                                    # switched to train mode after construction
@@ -256,9 +256,13 @@ def test_refusals_name_the_parameter_and_the_module():
         def forward(self, x):
             return self.lin(torch.tanh(self.lin(x)))
 
-    mon = DebiasedMonitor(Shared(), nn.MSELoss(), variance_source="per_sample_norms")
-    with pytest.raises(ParameterError, match="'model' parameter .* called once per forward"):
-        mon.backward(torch.randn(4, 3), torch.randn(4, 3))
+    shared = Shared()                  # a layer called twice is exact, its two uses added before the norm
+    x, y = torch.randn(4, 3), torch.randn(4, 3)
+    norms = PerSampleNorms(shared, list(shared.parameters()), where="test")
+    with norms.recording():
+        nn.MSELoss(reduction="sum")(shared(x), y).backward()
+    expected = brute_per_sample_sq_norms(shared, x, y, nn.MSELoss(reduction="sum"))
+    torch.testing.assert_close(norms.sq_norms.double(), expected, rtol=1e-5, atol=1e-9)
     with pytest.raises(ParameterError, match="'decision' parameter"):
         DebiasedMonitor(nn.Linear(2, 2), nn.MSELoss(), decision="lower")
     with pytest.raises(ParameterError, match="stats_phase=3"):
