@@ -293,19 +293,7 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
     c1, c2 = theory_constants(consts, eta)
     b_star = float(critical_batch_size(consts, eta, eps, variance))
     b_min = float(min_batch_size(consts, eta, eps, variance))
-    if batch_sizes is None:
-        span = tuple(span)
-        if len(span) != 2 or not 0 < span[0] < span[1]:
-            fail("span", where, "(lo, hi) with 0 < lo < hi", span)
-        num = check_integer(num_batch_sizes, "num_batch_sizes", where, minimum=2)
-        hi = b_star * span[1]
-        if isinstance(variance, WithoutReplacement):
-            hi = min(hi, variance.n)
-        grid = log_grid(b_star * span[0], hi, num)
-    else:
-        grid = np.unique(np.asarray(batch_sizes))
-        if grid.size == 0 or not np.issubdtype(grid.dtype, np.integer) or grid.min() < 1:
-            fail("batch_sizes", where, "integers >= 1", batch_sizes)
+    grid = _batch_grid(b_star, variance, batch_sizes, num_batch_sizes, span, where)
     t0 = time.perf_counter()
     K_all, N_all, traces = {}, {}, {}
 
@@ -341,14 +329,7 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
     b_hat = float(bs[np.argmin(np.where(finite, n_med, np.inf))]) if finite.any() else math.inf
     c1_fit, c2_fit = fit_steps_curve(bs, k_med, eps)
     b_hat_fit = 2 * c2_fit / eps**2
-    if isinstance(problem, NoisyQuadratic):
-        from .quadratic_theory import expected_critical_batch_size, expected_steps_to_eps
-        k_exp = expected_steps_to_eps(problem, bs.astype(float), eta, eps, max_steps=max_steps, variance=variance)
-        fine = log_grid(max(1, bs.min()), bs.max(), 400)
-        b_exp, _, _ = expected_critical_batch_size(problem, eta, eps, fine, max_steps=max_steps, variance=variance)
-        k_exp = k_exp.tolist()
-    else:
-        k_exp, b_exp = [math.nan] * bs.size, math.nan
+    k_exp, b_exp = _exact_expectation(problem, bs, eta, eps, max_steps, variance)
     mean_fields = {}
     if expectation:
         mean_fields = _mean_criterion(bs, [traces[int(b)] for b in bs], eps, confidence, resamples, seed)
@@ -367,6 +348,36 @@ def cbs_sweep(problem: Problem, *, eps: float, eta: float | None = None, batch_s
         C1_fit=c1_fit, C2_fit=c2_fit, b_hat_fit=b_hat_fit, b_hat_expected=float(b_exp),
         wall_time=time.perf_counter() - t0, **mean_fields,
     )
+
+
+def _batch_grid(b_star: float, variance, batch_sizes, num_batch_sizes: int, span, where: str) -> np.ndarray:
+    """The batch sizes of the sweep: ``batch_sizes`` as given (integers ≥ 1), or ``num_batch_sizes``
+    points log-spaced over ``span`` × b* (capped at n without replacement)."""
+    if batch_sizes is not None:
+        grid = np.unique(np.asarray(batch_sizes))
+        if grid.size == 0 or not np.issubdtype(grid.dtype, np.integer) or grid.min() < 1:
+            fail("batch_sizes", where, "integers >= 1", batch_sizes)
+        return grid
+    span = tuple(span)
+    if len(span) != 2 or not 0 < span[0] < span[1]:
+        fail("span", where, "(lo, hi) with 0 < lo < hi", span)
+    num = check_integer(num_batch_sizes, "num_batch_sizes", where, minimum=2)
+    hi = b_star * span[1]
+    if isinstance(variance, WithoutReplacement):
+        hi = min(hi, variance.n)
+    return log_grid(b_star * span[0], hi, num)
+
+
+def _exact_expectation(problem: Problem, bs: np.ndarray, eta: float, eps: float, max_steps: int, variance):
+    """On the noisy quadratic, K(b) under the paper's criterion E‖∇f‖² ≤ ε² at each b of ``bs`` and
+    the b minimising N(b) = bK(b) on a fine grid (:mod:`sfotheory.quadratic_theory`); NaN elsewhere."""
+    if not isinstance(problem, NoisyQuadratic):
+        return [math.nan] * bs.size, math.nan
+    from .quadratic_theory import expected_critical_batch_size, expected_steps_to_eps
+    k_exp = expected_steps_to_eps(problem, bs.astype(float), eta, eps, max_steps=max_steps, variance=variance)
+    fine = log_grid(max(1, bs.min()), bs.max(), 400)
+    b_exp, _, _ = expected_critical_batch_size(problem, eta, eps, fine, max_steps=max_steps, variance=variance)
+    return k_exp.tolist(), b_exp
 
 
 def first_mean_passage(steps, norms, eps: float) -> float:
