@@ -1,7 +1,9 @@
 """sfotheory: the SFO-complexity theory of mini-batch SGD (Umeda & Iiduka 2025, arXiv 2508.05302).
 
 Closed-form theory (sympy and numpy from the same expressions), the one stage
-rule of Algorithm 2, synthetic problems and a fast simulator. No torch.
+rule of Algorithm 2, its peer policies under one interface (``sfotheory.policies``),
+synthetic problems and a fast simulator. No torch. ``sfotheory.testing`` (hypothesis,
+a test extra) property-tests any policy.
 """
 
 from .bounds import (
@@ -22,6 +24,17 @@ from .complexity import (
     theory_constants,
 )
 from .constants import ProblemConstants, VarianceModel, WithoutReplacement, WithReplacement, variance_model
+from .policies import (
+    AdaScale,
+    GradientNoiseScale,
+    IncreaseBatch,
+    InnerProductTest,
+    NormTest,
+    Policy,
+    PolicyEvent,
+    StageRule,
+    Statistics,
+)
 from .problems import PROBLEMS, CauchyRegression, LeastSquares, Logistic, NoisyQuadratic, Problem, make_problem
 from .quadratic_theory import expected_critical_batch_size, expected_steps_to_eps, quadratic_moments
 from .rule import (
@@ -41,6 +54,7 @@ from .rule import (
     stage_values,
 )
 from .simulate import SimulationResult, schedule_sequence, simulate
+from .simulate_policies import PolicyResult, simulate_policies
 from .stages import (
     derive_lr_increases,
     derive_stage_thresholds,
@@ -58,6 +72,17 @@ __all__ = [
     "PROBLEMS",
     "Problem",
     "SimulationResult",
+    "PolicyResult",
+    "simulate_policies",
+    "AdaScale",
+    "GradientNoiseScale",
+    "IncreaseBatch",
+    "InnerProductTest",
+    "NormTest",
+    "Policy",
+    "PolicyEvent",
+    "StageRule",
+    "Statistics",
     "cbs_sweep",
     "expected_critical_batch_size",
     "expected_steps_to_eps",

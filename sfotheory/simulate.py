@@ -57,6 +57,7 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -109,6 +110,9 @@ class SimulationResult:
     trace_loss: np.ndarray
     trace_sfo: np.ndarray
     wall_time: float = field(default=0.0)
+
+    #: the "format" tag save() writes and load() requires (a subclass saves under its own)
+    FORMAT: ClassVar[str] = _FORMAT
 
     # -- views ----------------------------------------------------------------------------------------
     @property
@@ -164,7 +168,7 @@ class SimulationResult:
             base = base.with_suffix("")
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)}
         np.savez_compressed(base.with_suffix(".npz"), **arrays)
-        meta = {"format": _FORMAT, "config": self.config, "wall_time": self.wall_time}
+        meta = {"format": self.FORMAT, "config": self.config, "wall_time": self.wall_time}
         base.with_suffix(".json").write_text(json.dumps(meta, indent=1, default=_json_default))
         return base.with_suffix(".npz"), base.with_suffix(".json")
 
@@ -175,8 +179,8 @@ class SimulationResult:
         if base.suffix in (".npz", ".json"):
             base = base.with_suffix("")
         meta = json.loads(base.with_suffix(".json").read_text())
-        if meta.get("format") != _FORMAT:
-            fail("path", "SimulationResult.load", f"a file written by SimulationResult.save ({_FORMAT})",
+        if meta.get("format") != cls.FORMAT:
+            fail("path", f"{cls.__name__}.load", f"a file written by {cls.__name__}.save ({cls.FORMAT})",
                  meta.get("format"))
         with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -409,10 +413,10 @@ class _Rows:
     _INT_FIELDS = ("hit_step", "hit_sfo", "hit_check_sfo", "steps", "sfo", "check_sfo", "final_stage",
                    "final_batch_size")
 
-    def __init__(self, problem: Problem, sch: Schedule, th: np.ndarray, keep_trace: bool):
+    def __init__(self, problem: Problem, sch: Schedule, th: np.ndarray, keep_trace: bool, st=None):
         P = th.shape[0]
         self.problem, self.sch, self.th, self.keep_trace = problem, sch, th, keep_trace
-        self.st = initial_state(sch)
+        self.st = initial_state(sch) if st is None else st  # st: rows driven by something else (policies)
         self.W = np.arange(P)
         self.out = {k: np.full(P, -1, dtype=np.int64) for k in self._INT_FIELDS}
         self.out["checks"] = np.zeros(P, dtype=np.int64)
