@@ -344,8 +344,8 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
             g *= st.lr[:, None]
         run.th -= g
         observed = (t + 1) % observe_every == 0
-        if observed:
-            loss, norm = run.observe(t + 1)
+        if observed:           # θ_{t+1} was produced by the samples up to and including this step's b
+            loss, norm = run.observe(t + 1, samples=st.samples + b if check_order == "after_update" else None)
         if check_order == "after_update":
             value = _measure(problem, run.th, due, norm if observed else None, mon_size, seed, t)
             run.st, ev = advance(run.sch, st, b, norm=value, check_cost=check_cost)
@@ -429,15 +429,18 @@ class _Rows:
         self.trans_sfo = np.full((P, 4), -1, dtype=np.int64)
         self.trace = {"step": [], "norm": [], "loss": [], "sfo": []}
 
-    def observe(self, t: int):
-        """Exact f, ‖∇f‖, σ² at the working rows' θ; updates the minimum, the supremum and the trace."""
+    def observe(self, t: int, samples=None):
+        """Exact f, ‖∇f‖, σ² at the working rows' θ; updates the minimum, the supremum and the trace.
+        ``samples``: the training samples that produced θ (default: the state's count, which is that
+        once the rule has counted the step)."""
         W, P = self.W, self.min_norm.size
         loss, norm, s2 = self.problem.observe(self.th)
         self.min_norm[W] = np.minimum(self.min_norm[W], np.where(np.isfinite(norm), norm, np.inf))
         self.sigma2_max[W] = np.maximum(self.sigma2_max[W], np.where(np.isfinite(s2), s2, -np.inf))
         if self.keep_trace:
             for key, values, fill, dtype in (("norm", norm, np.nan, float), ("loss", loss, np.nan, float),
-                                             ("sfo", self.st.samples, -1, np.int64)):
+                                             ("sfo", self.st.samples if samples is None else samples, -1,
+                                              np.int64)):
                 row = np.full(P, fill, dtype=dtype)
                 row[W] = values
                 self.trace[key].append(row)

@@ -82,6 +82,24 @@ def test_hit_step_and_sfo_are_consistent_with_the_trace():
     assert res.reasons()[0, 0] == "hit"
 
 
+@pytest.mark.parametrize("check_order", ["after_update", "before_update"])
+def test_the_traced_sfo_is_the_training_samples_that_produced_each_observed_theta(check_order):
+    """trace_sfo[k] = Σ_{s<t} b_s for θ_t observed at t = trace_step[k], in both check orders (it lagged
+    one step behind with the default order, where the observation precedes the rule)."""
+    s = rule.adaptive_exponential(b0=8, eta0=0.3, eps0=5.0, delta=2, gamma=1.0, tau=3, b_max=64)
+    res = simulate(quad(), [constant(b0=8, eta0=0.3), s], eps=1e-9, replicates=2, seed=0, max_steps=20,
+                   stop_at_hit=False, check_order=check_order)
+    # ε₀ = 5 is above every norm: each check moves a stage, and step t ran with b_t = 8·2^(moves made before it)
+    moves = res.transition_step[1, 1]
+    assert moves.size >= 3
+    b_t = np.array([8 * 2 ** int(np.sum(moves <= t)) for t in range(20)])
+    expected = np.concatenate([[0], np.cumsum(b_t)])[res.trace_step]
+    np.testing.assert_array_equal(res.trace_sfo[:, 0, 0], 8 * res.trace_step)
+    np.testing.assert_array_equal(res.trace_sfo[:, 1, 1], expected)
+    np.testing.assert_array_equal(res.trace_sfo[-1], res.sfo)
+    assert res.trace_step[-1] == 20
+
+
 def test_exact_checks_on_a_finite_sum_cost_n_each_and_are_reported_apart():
     p = make_problem("logistic", n=200, dim=5, seed=1)
     sched = rule.adaptive_exponential(b0=4, eta0=0.5, eps0=0.05, delta=2, gamma=1.0, tau=10, b_max=64)
