@@ -13,8 +13,8 @@ a comparison with ``counts=False`` is our addition reported beside the paper's (
 with the measurement counted): shown, never part of the claim's verdict.
 
 Modes: ``"smoke"`` (seconds; the suite runs every check this way to exercise its code — its verdicts
-are not evidence), ``"quick"`` (the README's main job: about 10 minutes on 2 cores; few seeds, so
-verdicts may be INCONCLUSIVE), ``"standard"`` (at most about 90 minutes on 2 cores, at least 5
+are not evidence), ``"quick"`` (the README's main job: CPU-sized problems and few seeds, so
+verdicts may be INCONCLUSIVE), ``"standard"`` (CPU-sized problems, at least 5
 paired seeds for every torch claim) and ``"full"`` (more seeds, full Fashion-MNIST, CIFAR when
 ``data_dir`` holds it and a GPU is there).
 """
@@ -215,7 +215,7 @@ def script_main(module_run, claim: ClaimInfo, argv=None) -> int:
     """``python -m paper_checks.<check> [--mode M] [--out DIR] [--data-dir DIR]``: run one check, print it."""
     p = argparse.ArgumentParser(prog=f"python -m paper_checks.{claim.id}", description=claim.statement)
     p.add_argument("--mode", choices=MODES[1:], default="quick",
-                   help="quick (minutes), standard (>= 5 paired seeds; up to 90 minutes for all checks) or full")
+                   help="quick (few seeds), standard (>= 5 paired seeds) or full; each report states its wall time")
     p.add_argument("--full", action="store_true", help="the same as --mode full")
     p.add_argument("--out", default=f"reports/{claim.id}", help="folder for the figures and result.json")
     p.add_argument("--data-dir", default=None, help="a folder holding CIFAR in torchvision's layout (full mode)")

@@ -3,8 +3,9 @@
     sfo reproduce [--mode quick|standard|full] [--only CLAIM ...] [--data-dir DIR] [--out DIR]
 
 Quick mode (the default) runs each check on CPU-sized problems (synthetic problems and a
-Fashion-MNIST subset, nothing downloaded) in about 10 minutes on 2 cores, with few seeds;
-``--mode standard`` runs at least 5 paired seeds for every torch claim (up to about 90 minutes);
+Fashion-MNIST subset, nothing downloaded) with few seeds; ``--mode standard`` runs at least 5
+paired seeds for every torch claim; each report states its wall time (the committed ones are in
+``docs/results/reproduce_quick`` and ``docs/results/reproduce_standard``);
 ``--mode full`` (or ``--full``) uses more seeds and data (and CIFAR from ``--data-dir`` on a GPU).
 The report is ``OUT/report.md`` with its figures and ``results.json`` beside it.
 """
@@ -71,10 +72,10 @@ def register(subparsers) -> None:
         "reproduce", help="run every paper check and write a Markdown report with verdicts and figures",
         description="Run each claim of Umeda & Iiduka (2025) as a check (measured vs expected with its interval and "
                     "n; PASS, FAIL or INCONCLUSIVE; a figure), then our own questions beyond the paper, and write "
-                    "OUT/report.md. Quick mode runs on a CPU in about 10 minutes.")
+                    "OUT/report.md, which states its wall time. Quick mode runs on a CPU.")
     p.add_argument("--mode", choices=("quick", "standard", "full", "smoke"), default="quick",
-                   help="quick: about 10 minutes on 2 cores, few seeds (verdicts may be INCONCLUSIVE); standard: "
-                        ">= 5 paired seeds for every torch claim, up to about 90 minutes; full: more seeds, full "
+                   help="quick: CPU-sized, few seeds (verdicts may be INCONCLUSIVE); standard: "
+                        ">= 5 paired seeds for every torch claim; full: more seeds, full "
                         "Fashion-MNIST, CIFAR with --data-dir on a GPU (hours on a CPU); smoke: seconds, exercises "
                         "the code (its verdicts are not evidence)")
     p.add_argument("--full", action="store_true", help="the same as --mode full")
