@@ -166,8 +166,8 @@ def write_report(results: list[CheckResult], out_dir, meta: dict) -> Path:
         lines += [f"\n![{r.claim}]({Path(f).name})" for f in r.figures]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
-    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in results]},
-                                                      indent=2, default=str))
+    rows = [{**r.to_dict(), "figures": [Path(f).name for f in r.figures]} for r in results]   # beside the report
+    (out_dir / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2, default=str))
     return path
 
 

@@ -139,6 +139,14 @@ def test_report_separates_claims_from_questions_and_states_interval_and_n(tmp_pa
     assert lines.index("The paper's claims:") < lines.index("Our questions beyond the paper:")
 
 
+def test_results_json_names_its_figures_relative_to_the_report_so_the_folder_can_move(tmp_path):
+    r = _result("a", "claim", [PASS])
+    r.figures = [str(tmp_path / "run" / "a.png")]
+    write_report([r], tmp_path / "run", {"mode": "quick", "environment": {}})
+    (back,), _ = load_results(tmp_path / "run" / "results.json")
+    assert back.figures == ["a.png"]
+
+
 def test_reports_written_before_three_valued_verdicts_still_load(tmp_path):
     old = {"meta": {"mode": "quick"}, "results": [{
         "claim": "x", "title": "X", "mode": "quick", "verdict": "FAIL", "tolerance": "t", "figures": [],
