@@ -66,3 +66,36 @@ def test_every_mode_the_cli_offers_has_settings_in_every_check():
     for name in CHECKS:
         mod = __import__(f"paper_checks.{name}", fromlist=["SETTINGS"])
         assert set(mod.SETTINGS) == set(MODES), name
+
+
+# -- the committed reports and the summaries quoted from them ---------------------------------------------
+
+COMMITTED = {"standard": ROOT / "docs" / "results" / "reproduce_standard",
+             "quick": ROOT / "docs" / "results" / "reproduce_quick"}
+TORCH_CLAIMS = {"critical_batch_size", "adaptive_vs_baselines"}
+
+
+@pytest.mark.parametrize("mode", sorted(COMMITTED))
+def test_the_committed_report_is_of_its_mode_and_holds_every_check_in_two_parts(mode):
+    results, meta = load_results(COMMITTED[mode] / "results.json")
+    assert meta["mode"] == mode
+    assert re.fullmatch(r"[0-9a-f]{40}", meta["environment"]["git_commit"])
+    assert [r.claim for r in results] == [__import__(f"paper_checks.{m}", fromlist=["CLAIM"]).CLAIM.id
+                                          for m in CHECKS]
+    for r in results:
+        assert r.verdict in VERDICTS and r.part in ("claim", "question")
+        assert all((COMMITTED[mode] / Path(f).name).is_file() for f in r.figures)
+    if mode == "standard":      # at least 5 paired seeds for every torch claim
+        seeds = {r.claim: r.seeds for r in results if r.claim in TORCH_CLAIMS}
+        assert seeds.keys() == TORCH_CLAIMS and all(len(s) >= 5 for s in seeds.values()), seeds
+
+
+@pytest.mark.parametrize("readme", ["README.md", "paper_checks/README.md"])
+def test_the_readmes_quote_the_committed_reports_as_generated(readme):
+    from paper_checks.report import sync_markdown
+
+    text = (ROOT / readme).read_text()
+    assert all(f"reproduce-summary docs/results/reproduce_{m}" in text for m in COMMITTED)
+    assert sync_markdown(ROOT / readme, root=ROOT, check=True), (
+        f"{readme} quotes a summary that differs from the committed report: run "
+        f"python -m paper_checks.report {readme}")

@@ -33,6 +33,18 @@ def test_readme_example_trains_and_prints_stage_transitions(capsys):
     assert ns["loss"].item() < 0.05
 
 
+def test_the_readme_quotes_the_lightning_example_as_it_is():
+    example = ROOT / "docs" / "examples" / "lightning_loop.py"
+    assert _readme_block_after("(`docs/examples/lightning_loop.py`, which the suite runs)") == example.read_text(
+        encoding="utf-8")
+
+
+def test_the_readme_quotes_the_monitors_side_by_side_as_committed():
+    committed = (ROOT / "docs" / "results" / "monitors_side_by_side.txt").read_text(encoding="utf-8").splitlines()
+    quoted = _readme_block_after("docs/results/monitors_side_by_side.txt").splitlines()
+    assert quoted and all(line in committed for line in quoted)
+
+
 def test_the_readme_quotes_the_example_and_its_real_output(capsys):
     assert _readme_block_after("this is `docs/examples/adaptive_loop.py`") == EXAMPLE.read_text(encoding="utf-8")
     runpy.run_path(str(EXAMPLE), run_name="__main__")
