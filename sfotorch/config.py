@@ -164,7 +164,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "kind": Key("choice", "exact", choices=("exact", "subsampled", "sequential", "debiased"),
                     help="exact: n evaluations per check; subsampled: sample_size; sequential: initial_size "
                          "doubled until ‖∇f‖ ≤ eps_m or > eps_m is decided (at most n); debiased: 0"),
-        "batch_size": Key("int", 1024, low=1, help="chunk of the measuring pass (memory only)"),
+        "batch_size": Key("int", 256, low=1, help="chunk of the measuring pass (memory and speed: benchmarks/bench_exact_chunk.py)"),
         "sample_size": Key("int", 0, low=0, help="subsampled: samples per check (s)"),
         "fresh": Key("bool", True, help="subsampled: a new subset at every check"),
         "bound": Key("choice", "gaussian", choices=("markov", "gaussian"), help="subsampled: margin bound"),

@@ -349,7 +349,7 @@ class DistributedExactMonitor(GradientNormMonitor):
     """
 
     def __init__(self, model, dataset, loss_fn, *, context: DistributedContext | None = None,
-                 batch_size: int = 1024, reduction: str | None = None, device=None, transform=None,
+                 batch_size: int = 256, reduction: str | None = None, device=None, transform=None,
                  name: str = "exact"):
         where = "DistributedExactMonitor"
         self.params = trainable_parameters(model, where)

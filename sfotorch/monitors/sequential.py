@@ -159,7 +159,7 @@ class SequentialMonitor(DatasetMonitor):
     uses_eps_m = True
 
     def __init__(self, model: nn.Module, dataset, loss_fn, *, initial_size: int = 256, blocks: int = 16,
-                 confidence: float = 0.95, seed: int = 0, batch_size: int = 1024, reduction: str | None = None,
+                 confidence: float = 0.95, seed: int = 0, batch_size: int = 256, reduction: str | None = None,
                  device=None, transform=None, num_workers: int = 0, name: str = "sequential"):
         where = "SequentialMonitor"
         super().__init__(model, dataset, loss_fn, where=where, batch_size=batch_size, reduction=reduction,

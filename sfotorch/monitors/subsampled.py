@@ -89,7 +89,7 @@ class SubsampledMonitor(DatasetMonitor):
 
     def __init__(self, model: nn.Module, dataset, loss_fn, *, sample_size: int, fresh: bool = True, seed: int = 0,
                  confidence: float = 0.95, bound: str = "markov", micro_batches: int | None = None,
-                 variance_source: str = "micro_batches", debias: bool = True, batch_size: int = 1024,
+                 variance_source: str = "micro_batches", debias: bool = True, batch_size: int = 256,
                  reduction: str | None = None, device=None, transform=None, num_workers: int = 0,
                  name: str | None = None):
         where = "SubsampledMonitor"
