@@ -38,6 +38,7 @@ ENTRY_POINT_GROUP = "sfo.commands"
 OWN_COMMANDS = {
     "theory": "sfotheory.theory_cli:register",
     "cbs": "sfotheory.cbs_cli:register",
+    "compare": "sfotheory.compare_cli:register",
 }
 
 #: Modules whose absence means "install an optional extra", with the extra that brings them.

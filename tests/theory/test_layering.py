@@ -54,6 +54,7 @@ def _declared_commands() -> dict:
 def test_pyproject_registers_every_subcommand_of_every_layer():
     declared = _declared_commands()
     assert declared == {"theory": "sfotheory.theory_cli:register", "cbs": "sfotheory.cbs_cli:register",
+                        "compare": "sfotheory.compare_cli:register",
                         "train": "sfotorch.train_cli:register", "plot": "sfotorch.plot_cli:register",
                         "reproduce": "paper_checks.reproduce_cli:register"}
     for name, value in cli.OWN_COMMANDS.items():
@@ -85,13 +86,13 @@ def test_a_package_above_plugs_in_a_subcommand_without_sfotheory_naming_it(monke
     fake = EntryPoint("fake", f"{__name__}:_fake_register", cli.ENTRY_POINT_GROUP)
     other_group = EntryPoint("ignored", f"{__name__}:_no_such_function", "other.group")
     monkeypatch.setattr(cli, "entry_points", _group(fake, other_group))
-    assert [name for name, _ in cli.command_entry_points()] == ["theory", "cbs", "fake"]
+    assert [name for name, _ in cli.command_entry_points()] == ["theory", "cbs", "compare", "fake"]
     assert cli.main(["fake"]) == 3
 
 
 def test_own_commands_work_without_installed_metadata(monkeypatch, capsys):
     monkeypatch.setattr(cli, "entry_points", _group())
-    assert [name for name, _ in cli.command_entry_points()] == ["theory", "cbs"]
+    assert [name for name, _ in cli.command_entry_points()] == ["theory", "cbs", "compare"]
     assert cli.main(["theory", "--paper", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["schedule"][0]["b"] == 8
 
