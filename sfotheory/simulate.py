@@ -303,13 +303,8 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
     run = _Rows(problem, _rows_schedule(stack_schedules(schedules), row_cfg), np.tile(theta0, (P, 1)), keep_trace)
     sampler = make_sampler(problem, variance, P, seed)
 
-    loss, norm = run.observe(0)
+    loss, norm, done = run.begin(eps, stop_at_hit)
     observed = True
-    hit0 = norm <= eps
-    run.hits(hit0)
-    done = (hit0 & stop_at_hit) | ~np.isfinite(norm)
-    run.stop(hit0 & stop_at_hit, _HIT, loss, norm)
-    run.stop(~np.isfinite(norm), _DIVERGED, loss, norm)
 
     t = 0
     while True:
@@ -318,22 +313,14 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
             done = np.zeros(run.W.size, dtype=bool)
         if run.W.size == 0:
             break
-        if t >= max_steps:
-            if not observed:
-                loss, norm = run.observe(t)
-            run.stop(np.ones(run.W.size, dtype=bool), _MAX, loss, norm)
+        what, loss, norm, broke = run.limits(t, max_steps, budget, budget_counts, observed, loss, norm)
+        if what == "end":
             break
+        if what == "budget":
+            done = broke
+            continue
         st = run.st
         b = st.batch_size
-        if budget is not None:
-            spent = st.samples + (st.check_samples if budget_counts == "total" else 0)
-            broke = spent + b > budget
-            if broke.any():
-                if not observed:
-                    loss, norm = run.observe(t) if broke.all() else _observe_rows(problem, run.th, broke, loss, norm)
-                run.stop(broke, _BUDGET, loss, norm)
-                done = broke
-                continue
         g = problem.minibatch_grad(run.th, b, StepRandom(seed, t, threads=threads), sampler=sampler, rows=run.W)
         due = check_due(run.sch, st)
         if check_order == "before_update":
@@ -446,6 +433,37 @@ class _Rows:
                 self.trace[key].append(row)
             self.trace["step"].append(t)
         return loss, norm
+
+    def begin(self, eps: float, stop_at_hit: bool):
+        """Observe θ₀; rows already at ‖∇f‖ ≤ ε hit at step 0 (and stop with ``stop_at_hit``), rows with a
+        non-finite norm stop as diverged. Returns (loss, norm, done)."""
+        loss, norm = self.observe(0)
+        hit0 = self.hits(norm <= eps)
+        bad = ~np.isfinite(norm)
+        self.stop(hit0 & stop_at_hit, _HIT, loss, norm)
+        self.stop(bad, _DIVERGED, loss, norm)
+        return loss, norm, (hit0 & stop_at_hit) | bad
+
+    def limits(self, t: int, max_steps: int, budget, budget_counts: str, observed: bool, loss, norm):
+        """The limits before step t: at ``max_steps`` every working row stops ("end"); with a ``budget``,
+        the rows whose next step would pass it stop ("budget", with their mask); else "go". Rows that stop
+        are observed first when step t was not. Returns (what, loss, norm, mask)."""
+        if t >= max_steps:
+            if not observed:
+                loss, norm = self.observe(t)
+            self.stop(np.ones(self.W.size, dtype=bool), _MAX, loss, norm)
+            return "end", loss, norm, None
+        if budget is not None:
+            st = self.st
+            spent = st.samples + (st.check_samples if budget_counts == "total" else 0)
+            broke = spent + st.batch_size > budget
+            if broke.any():
+                if not observed:
+                    loss, norm = (self.observe(t) if broke.all()
+                                  else _observe_rows(self.problem, self.th, broke, loss, norm))
+                self.stop(broke, _BUDGET, loss, norm)
+                return "budget", loss, norm, broke
+        return "go", loss, norm, None
 
     def hits(self, first: np.ndarray) -> np.ndarray:
         """Record working rows ``first`` as hitting ε now (step, SFO, check SFO); returns ``first``."""

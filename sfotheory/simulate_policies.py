@@ -59,10 +59,8 @@ from .policies import Policy, StageRule, Statistics, check_due, initial_state, p
 from .problems import GLMFiniteSum, NoisyQuadratic, Problem, StepRandom, make_sampler
 from .rule import Schedule
 from .simulate import (
-    _BUDGET,
     _DIVERGED,
     _HIT,
-    _MAX,
     _RULE,
     STOP_REASONS,
     SimulationResult,
@@ -290,13 +288,8 @@ def simulate_policies(problem: Problem, policies, *, eps: float, replicates: int
     sampler = make_sampler(problem, variance, P, seed)
     reads_batch = any(set(n.statistics) & set(_BATCH_STATISTICS) for n in run.needs)
 
-    loss, norm = run.observe(0)
+    loss, norm, done = run.begin(eps, stop_at_hit)
     observed = True
-    hit0 = norm <= eps
-    run.hits(hit0)
-    done = (hit0 & stop_at_hit) | ~np.isfinite(norm)
-    run.stop(hit0 & stop_at_hit, _HIT, loss, norm)
-    run.stop(~np.isfinite(norm), _DIVERGED, loss, norm)
 
     t = 0
     while True:
@@ -305,22 +298,14 @@ def simulate_policies(problem: Problem, policies, *, eps: float, replicates: int
             done = np.zeros(run.W.size, dtype=bool)
         if run.W.size == 0:
             break
-        if t >= max_steps:
-            if not observed:
-                loss, norm = run.observe(t)
-            run.stop(np.ones(run.W.size, dtype=bool), _MAX, loss, norm)
+        what, loss, norm, broke = run.limits(t, max_steps, budget, budget_counts, observed, loss, norm)
+        if what == "end":
             break
+        if what == "budget":
+            done = broke
+            continue
         st = run.st
         b = st.batch_size
-        if budget is not None:
-            spent = st.samples + (st.check_samples if budget_counts == "total" else 0)
-            broke = spent + b > budget
-            if broke.any():
-                if not observed:
-                    loss, norm = run.observe(t) if broke.all() else _observe_rows(problem, run.th, broke, loss, norm)
-                run.stop(broke, _BUDGET, loss, norm)
-                done = broke
-                continue
         rng = StepRandom(seed, t, threads=threads)
         if reads_batch:
             g, batch = minibatch_statistics(problem, run.th, b, rng, sampler=sampler, rows=run.W)
