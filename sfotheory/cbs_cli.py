@@ -18,17 +18,17 @@ import math
 
 from .cbs import cbs_sweep, log_grid, plot_cbs
 from .constants import WithoutReplacement
-from .problems import PROBLEMS, make_problem, problem_parameters
+from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args
+from .problems import PROBLEMS
 from .validation import ParameterError, fail
 
 __all__ = ["register", "run"]
 
 #: command-line option → problem parameter (used only where the problem has that parameter).
-_PROBLEM_OPTIONS = ("dim", "kappa", "sigma2", "gap", "noise", "n", "ridge", "spectrum", "L")
 #: parameter of the library functions → (its flag, the attribute argparse stores it in)
 _FLAGS = {"eps": ("--eps", "eps"), "eta": ("--eta", "eta"), "num_batch_sizes": ("--batches", "batches"),
           "max_steps": ("--max-steps", "max_steps"), "refine": ("--refine", "refine"), "seed": ("--seed", "seed"),
-          "replicates": ("--replicates", "replicates"), **{p: (f"--{p}", p) for p in _PROBLEM_OPTIONS}}
+          "replicates": ("--replicates", "replicates"), **{p: (f"--{p}", p) for p in PROBLEM_OPTIONS}}
 
 
 def register(subparsers) -> None:
@@ -53,35 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", default=None, metavar="PNG", help="draw the U-curve of N(b) to this file")
     p.add_argument("--save", default=None, metavar="JSON", help="also write the result to this JSON file")
-    g = p.add_argument_group("problem parameters (each problem uses those it has; see sfotheory.problems)")
-    g.add_argument("--dim", type=int, help="dimension d")
-    g.add_argument("--kappa", type=float, help="condition number")
-    g.add_argument("--sigma2", type=float, help="quadratic: noise variance sigma^2 = tr Sigma")
-    g.add_argument("--gap", type=float, help="quadratic: f(theta_0) - f_*")
-    g.add_argument("--noise", help="quadratic: 'isotropic' or 'hessian'; least squares / cauchy: noise level")
-    g.add_argument("--spectrum", help="quadratic: 'log' or 'linear'")
-    g.add_argument("--L", type=float, help="quadratic: largest eigenvalue")
-    g.add_argument("--n", type=int, help="finite sums: number of samples")
-    g.add_argument("--ridge", type=float, help="finite sums: l2 weight")
+    add_problem_arguments(p)
     p.set_defaults(handler=run)
-
-
-def _problem_from_args(args):
-    if args.problem not in PROBLEMS:
-        fail("--problem", "sfo cbs", "one of " + ", ".join(repr(k) for k in PROBLEMS), args.problem)
-    known = problem_parameters(args.problem)
-    params = {}
-    for opt in _PROBLEM_OPTIONS:
-        value = getattr(args, opt)
-        if value is None:
-            continue
-        if opt not in known:
-            fail(f"--{opt}", f"sfo cbs --problem {args.problem}",
-                 "one of the problem's parameters (" + ", ".join(known) + ")", value)
-        if opt == "noise" and args.problem != "quadratic":
-            value = float(value)
-        params[opt] = value
-    return make_problem(args.problem, params, seed=args.seed)
 
 
 def run(args) -> int:
@@ -108,7 +81,7 @@ def _same(given, received) -> bool:
 
 
 def _run(args) -> int:
-    problem = _problem_from_args(args)
+    problem = problem_from_args(args, "sfo cbs")
     variance = None
     if args.without_replacement is not None:
         variance = WithoutReplacement(args.without_replacement)

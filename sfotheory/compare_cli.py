@@ -24,21 +24,21 @@ import shlex
 from pathlib import Path
 
 from .compare_grid import FAMILIES
-from .problems import PROBLEMS, make_problem, problem_parameters
+from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args
+from .problems import PROBLEMS
 from .validation import ParameterError, fail
 
 __all__ = ["register", "run"]
 
 WHERE = "sfo compare"
 #: command-line option → problem parameter (used only where the problem has that parameter).
-_PROBLEM_OPTIONS = ("dim", "kappa", "sigma2", "gap", "noise", "n", "ridge", "spectrum", "L")
 #: parameter of the library functions → (its flag, the attribute argparse stores it in)
 _FLAGS = {"eps": ("--eps", "eps"), "replicates": ("--replicates", "replicates"),
           "tune_replicates": ("--tune-replicates", "tune_replicates"), "seed": ("--seed", "seed"),
           "max_steps": ("--max-steps", "max_steps"), "budget": ("--budget", "budget"),
           "observe_every": ("--observe-every", "observe_every"), "b0": ("--b0", "b0"),
           "resamples": ("--resamples", "resamples"), "jobs": ("--jobs", "jobs"),
-          **{p: (f"--{p}", p) for p in _PROBLEM_OPTIONS}}
+          **{p: (f"--{p}", p) for p in PROBLEM_OPTIONS}}
 
 
 def register(subparsers) -> None:
@@ -66,16 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes for the two simulations of each phase (default min(2, CPUs))")
     p.add_argument("--out", default=None, metavar="DIR", help="write DIR/sfo_compare_<problem>.json (the results) and .png (the figure)")
-    g = p.add_argument_group("problem parameters (each problem uses those it has; see sfotheory.problems)")
-    g.add_argument("--dim", type=int, help="dimension d")
-    g.add_argument("--kappa", type=float, help="condition number")
-    g.add_argument("--sigma2", type=float, help="quadratic: noise variance sigma^2 = tr Sigma")
-    g.add_argument("--gap", type=float, help="quadratic: f(theta_0) - f_*")
-    g.add_argument("--noise", help="quadratic: 'isotropic' or 'hessian'; least squares / cauchy: noise level")
-    g.add_argument("--spectrum", help="quadratic: 'log' or 'linear'")
-    g.add_argument("--L", type=float, help="quadratic: largest eigenvalue")
-    g.add_argument("--n", type=int, help="finite sums: number of samples")
-    g.add_argument("--ridge", type=float, help="finite sums: l2 weight")
+    add_problem_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -102,24 +93,6 @@ def _given(given, received) -> bool:
         except (TypeError, ValueError):
             continue
     return False
-
-
-def _problem_from_args(args):
-    if args.problem not in PROBLEMS:
-        fail("--problem", WHERE, "one of " + ", ".join(repr(k) for k in PROBLEMS), args.problem)
-    known = problem_parameters(args.problem)
-    params = {}
-    for opt in _PROBLEM_OPTIONS:
-        value = getattr(args, opt)
-        if value is None:
-            continue
-        if opt not in known:
-            fail(f"--{opt}", f"{WHERE} --problem {args.problem}",
-                 "one of the problem's parameters (" + ", ".join(known) + ")", value)
-        if opt == "noise" and args.problem != "quadratic":
-            value = float(value)
-        params[opt] = value
-    return make_problem(args.problem, params, seed=args.seed)
 
 
 def _families(text: str) -> list[str]:
@@ -152,7 +125,7 @@ def _command(args, families) -> str:
     for flag, dest in (("--replicates", "replicates"), ("--tune-replicates", "tune_replicates"), ("--seed", "seed"),
                        ("--max-steps", "max_steps"), ("--budget", "budget"), ("--observe-every", "observe_every"),
                        ("--b0", "b0"), ("--resamples", "resamples"), ("--jobs", "jobs"),
-                       *((f"--{o}", o) for o in _PROBLEM_OPTIONS)):
+                       *((f"--{o}", o) for o in PROBLEM_OPTIONS)):
         if getattr(args, dest) is not None:
             words += [flag, str(getattr(args, dest))]
     return shlex.join(words)
@@ -164,7 +137,7 @@ def _run(args) -> int:
 
     families = _families(args.policies)
     _check_args(args)
-    problem = _problem_from_args(args)
+    problem = problem_from_args(args, WHERE)
     record = run_comparison(problem, families, args.eps, replicates=args.replicates,
                             tune_replicates=args.tune_replicates, seed=args.seed, max_steps=args.max_steps,
                             budget=args.budget, observe_every=args.observe_every, b0=args.b0,

@@ -338,19 +338,7 @@ def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, se
             run.st, ev = advance(run.sch, st, b, norm=value, check_cost=check_cost)
         run.checked(due, ev)
         t += 1
-        if observed:
-            first = run.hits((norm <= eps) & (run.out["hit_step"][run.W] < 0))
-            bad = ~np.isfinite(norm)
-            hit_stop = first & stop_at_hit
-            run.stop(hit_stop, _HIT, loss, norm)
-            run.stop(bad, _DIVERGED, loss, norm)
-            done = hit_stop | bad
-        rule_stop = np.asarray(run.st.stopped) & ~done
-        if rule_stop.any():
-            if not observed:
-                loss, norm = _observe_rows(problem, run.th, rule_stop, loss, norm)
-            run.stop(rule_stop, _RULE, loss, norm)
-            done = done | rule_stop
+        loss, norm, done = run.after_step(observed, eps, stop_at_hit, loss, norm, done)
 
     config = {
         "problem": problem.spec(), "schedules": [s.to_dict() for s in schedules], "eps": eps, "replicates": R,
@@ -464,6 +452,25 @@ class _Rows:
                 self.stop(broke, _BUDGET, loss, norm)
                 return "budget", loss, norm, broke
         return "go", loss, norm, None
+
+    def after_step(self, observed: bool, eps: float, stop_at_hit: bool, loss, norm, done):
+        """After a step: on an observed θ, the rows first at ‖∇f‖ ≤ ε hit (and stop with ``stop_at_hit``)
+        and rows with a non-finite norm stop as diverged; rows the rule stopped stop (observed first if
+        this θ was not). Returns (loss, norm, done)."""
+        if observed:
+            first = self.hits((norm <= eps) & (self.out["hit_step"][self.W] < 0))
+            bad = ~np.isfinite(norm)
+            hit_stop = first & stop_at_hit
+            self.stop(hit_stop, _HIT, loss, norm)
+            self.stop(bad, _DIVERGED, loss, norm)
+            done = hit_stop | bad
+        rule_stop = np.asarray(self.st.stopped) & ~done
+        if rule_stop.any():
+            if not observed:
+                loss, norm = _observe_rows(self.problem, self.th, rule_stop, loss, norm)
+            self.stop(rule_stop, _RULE, loss, norm)
+            done = done | rule_stop
+        return loss, norm, done
 
     def hits(self, first: np.ndarray) -> np.ndarray:
         """Record working rows ``first`` as hitting ε now (step, SFO, check SFO); returns ``first``."""

@@ -60,14 +60,11 @@ from .problems import GLMFiniteSum, NoisyQuadratic, Problem, StepRandom, make_sa
 from .rule import Schedule
 from .simulate import (
     _DIVERGED,
-    _HIT,
-    _RULE,
     STOP_REASONS,
     SimulationResult,
     _checked_numbers,
     _measure,
     _monitor_cost,
-    _observe_rows,
     _Rows,
 )
 from .validation import check_choice, fail
@@ -334,19 +331,7 @@ def simulate_policies(problem: Problem, policies, *, eps: float, replicates: int
             run.recount_last_observation()
         run.checked(due, old_stage)
         t += 1
-        if observed:
-            first = run.hits((norm <= eps) & (run.out["hit_step"][run.W] < 0))
-            bad = ~np.isfinite(norm)
-            hit_stop = first & stop_at_hit
-            run.stop(hit_stop, _HIT, loss, norm)
-            run.stop(bad, _DIVERGED, loss, norm)
-            done = hit_stop | bad
-        rule_stop = np.asarray(run.st.stopped) & ~done
-        if rule_stop.any():
-            if not observed:
-                loss, norm = _observe_rows(problem, run.th, rule_stop, loss, norm)
-            run.stop(rule_stop, _RULE, loss, norm)
-            done = done | rule_stop
+        loss, norm, done = run.after_step(observed, eps, stop_at_hit, loss, norm, done)
 
     config = {
         "problem": problem.spec(), "policies": [p.to_dict() for p in policies], "eps": eps, "replicates": R,
