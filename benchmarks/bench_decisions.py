@@ -28,8 +28,10 @@ run's; wall time of the run (without the exact passes beside) / the exact run's.
 and whether they are met.
 
 Run: ``python benchmarks/bench_decisions.py [--seeds 0,1,2] [--monitors exact,sequential,debiased,subsampled]
-[--train-sfo 300000] [--n 10000] [--tau 200] [--threads 1] [--out FILE]`` (the full run is long: see
-the README's benchmark table). A smoke run in about a minute:
+[--train-sfo 300000] [--n 10000] [--tau 200] [--threads 1] [--out FILE] [--raw FILE.jsonl]`` (the full
+run is long: see the README's benchmark table). ``--raw`` keeps each finished run, so that an
+interrupted run resumes where it stopped and seeds can run in separate processes (one thread each)
+whose results one last call reports. A smoke run in about a minute:
 ``python benchmarks/bench_decisions.py --n 600 --train-sfo 4000 --tau 20 --b-max 64 --seeds 0 --widths 8,16,32``.
 """
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import statistics
 import sys
 import time
@@ -208,6 +211,26 @@ def report(results, cfg, kinds, seeds, out):
               f"{'met' if fa == 0 else 'NOT met'}", file=out)
 
 
+def _jsonable(cfg):
+    return json.loads(json.dumps(cfg))
+
+
+def load_raw(path, cfg):
+    """Runs already finished under the same configuration, from a ``--raw`` file (empty if none)."""
+    results = {}
+    if path is None:
+        return results
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return results
+    for row in lines:
+        if row["cfg"] == _jsonable(cfg):
+            results[(row["kind"], row["seed"])] = row["result"]
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
@@ -216,6 +239,8 @@ def main(argv=None):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=CONFIG[key])
     parser.add_argument("--widths", default=",".join(map(str, CONFIG["widths"])))
     parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument("--raw", default=None,
+                        help="append each finished run to this JSON-lines file; runs already there are not rerun")
     args = parser.parse_args(argv)
     cfg = dict(CONFIG, n=args.n, tau=args.tau, train_sfo=args.train_sfo, b_max=args.b_max, threads=args.threads,
                widths=tuple(int(w) for w in args.widths.split(",")))
@@ -229,14 +254,19 @@ def main(argv=None):
     x = torch.stack([data[i][0] for i in range(len(data))])
     y = torch.tensor([int(data[i][1]) for i in range(len(data))])
     params = sum(p.numel() for p in build_model("small_cnn", 10, in_channels=1, widths=cfg["widths"]).parameters())
-    results = {}
+    results = load_raw(args.raw, cfg)
     for seed in seeds:
         for kind in kinds:
+            if (kind, seed) in results:
+                continue
             t = time.perf_counter()
             results[(kind, seed)] = dict(run(kind, cfg, x, y, seed), params=params)
             r = results[(kind, seed)]
             print(f"[seed {seed}] {kind}: {len(r['checks'])} checks, {len(r['transitions'])} transitions, "
                   f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+            if args.raw:
+                with open(args.raw, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"kind": kind, "seed": seed, "cfg": _jsonable(cfg), "result": r}) + "\n")
     text = io.StringIO()
     report(results, cfg, kinds, seeds, text)
     print(text.getvalue(), end="")
