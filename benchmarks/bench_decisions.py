@@ -53,6 +53,8 @@ from sfotorch.monitors import DebiasedMonitor, ExactMonitor, SequentialMonitor, 
 from sfotorch.sampler import ResizableLoader
 from sfotorch.scheduler import StageScheduler
 
+from _report import emit  # benchmarks/_report.py: run as python benchmarks/<name>.py
+
 CONFIG = {
     "n": 10_000,               # training images (the first n)
     "widths": (50, 100, 200),  # small_cnn channel widths (~228 k parameters for 1×28×28)
@@ -269,10 +271,7 @@ def main(argv=None):
                     fh.write(json.dumps({"kind": kind, "seed": seed, "cfg": _jsonable(cfg), "result": r}) + "\n")
     text = io.StringIO()
     report(results, cfg, kinds, seeds, text)
-    print(text.getvalue(), end="")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text.getvalue())
+    emit(text.getvalue(), args.out)
 
 
 if __name__ == "__main__":

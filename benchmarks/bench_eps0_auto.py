@@ -44,6 +44,8 @@ from sfotorch.config import apply_overrides, load_config
 from sfotorch.device import resolve_device
 from sfotorch.evaluation import evaluate
 
+from _report import emit  # benchmarks/_report.py: run as python benchmarks/<name>.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "fashion_mnist_adaptive_cpu.toml")
 FULL = {"subset": 5000, "tau": 200, "train_samples": 50_000, "seeds": "0,1,2"}
@@ -191,10 +193,7 @@ def main(argv=None):
                   f"{len(r['checks'])} checks, {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     text = io.StringIO()
     report(results, labels, seeds, setup, text)
-    print(text.getvalue(), end="")
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text.getvalue())
+    emit(text.getvalue(), args.out)
 
 
 if __name__ == "__main__":

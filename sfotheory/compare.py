@@ -196,7 +196,7 @@ def _simulate_group(problem, policies, kwargs):
     return res, time.process_time() - c0
 
 
-def simulate_groups(problem: Problem, groups, *, jobs: int = 1, **kwargs):
+def simulate_groups(problem: Problem, groups, *, jobs: int = 1, progress=None, **kwargs):
     """One simulation per group of policies (a family's grid, or one chosen policy), in ``jobs`` processes.
 
     The groups are fixed by the caller, not by ``jobs``, so the results do not depend on how
@@ -205,7 +205,7 @@ def simulate_groups(problem: Problem, groups, *, jobs: int = 1, **kwargs):
     half to a third of the cost of the per-sample one. The groups that read batch statistics
     (the costlier ones) are started first. Returns ``(results, cpu)``: one
     :class:`~sfotheory.simulate_policies.PolicyResult` per group, in order, and the CPU seconds
-    of the simulations.
+    of the simulations. ``progress`` (a :class:`~sfotheory.progress.Progress`) counts finished groups.
     """
     groups = [list(g) for g in groups]
     tasks = [(problem, g, kwargs) for g in groups]
@@ -214,13 +214,27 @@ def simulate_groups(problem: Problem, groups, *, jobs: int = 1, **kwargs):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from concurrent.futures import as_completed
+
         with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = dict(zip(order, pool.map(_simulate_group, *zip(*(tasks[i] for i in order)))))
+            futures = {pool.submit(_simulate_group, *tasks[i]): i for i in order}
+            done = {}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                _tick(progress, groups[futures[fut]])
     else:
-        done = {i: _simulate_group(*tasks[i]) for i in order}
+        done = {}
+        for i in order:
+            done[i] = _simulate_group(*tasks[i])
+            _tick(progress, groups[i])
     outs = [done[i] for i in range(len(tasks))]
     return [res for res, _ in outs], sum(cpu for _, cpu in outs)
+
+
+def _tick(progress, group) -> None:
+    if progress is not None:
+        progress.update(1, last=f"{type(group[0]).__name__}×{len(group)}")
 
 
 class Measured(NamedTuple):
@@ -260,13 +274,15 @@ def measure_groups(results, eps, weights) -> Measured:
 
 def run_comparison(problem: Problem, families, eps, *, replicates: int = 64, tune_replicates: int = 8,
                    seed: int = 0, max_steps: int = 2000, budget: int = 100_000, observe_every: int | None = None,
-                   b0: int = 8, resamples: int = 1000, confidence: float = 0.95, jobs: int = 1) -> dict:
+                   b0: int = 8, resamples: int = 1000, confidence: float = 0.95, jobs: int = 1,
+                   progress=None) -> dict:
     """Tune every family on its grid, run the chosen points, and measure them by the expectation criterion.
 
     Returns the record :class:`sfotheory.compare_result.ComparisonResult` is built from (plain
     data: lists, dicts, floats with ``inf`` for not reached). ``observe_every`` defaults to
     max(1, T // 400); the problem's exact monitor prices Algorithm 2's checks; ``jobs`` processes
-    run the simulations of each phase, one per family (:func:`simulate_groups`).
+    run the simulations of each phase, one per family (:func:`simulate_groups`); ``progress``
+    (a :class:`~sfotheory.progress.Progress` of 2 × families units) counts the finished simulations.
     """
     where = "run_comparison"
     t_all, c_all = time.perf_counter(), _cpu()
@@ -291,7 +307,7 @@ def run_comparison(problem: Problem, families, eps, *, replicates: int = 64, tun
 
     t0 = time.perf_counter()
     parts, tune_cpu = simulate_groups(problem, [[c.policy for c in grid[f]] for f in families], jobs=jobs,
-                                      replicates=R_tune, seed=seed + 1, **common)
+                                      replicates=R_tune, seed=seed + 1, progress=progress, **common)
     tune_wall = time.perf_counter() - t0
     tm = measure_groups(parts, eps_list, np.ones((1, R_tune)))
     tuning, chosen, start = {}, [], 0
@@ -309,7 +325,7 @@ def run_comparison(problem: Problem, families, eps, *, replicates: int = 64, tun
 
     t0 = time.perf_counter()
     parts, eval_cpu = simulate_groups(problem, [[c.policy] for c in chosen], jobs=jobs, replicates=R, seed=seed,
-                                      **common)
+                                      progress=progress, **common)
     eval_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = measure_groups(parts, eps_list, bootstrap_weights(R, resamples, seed))

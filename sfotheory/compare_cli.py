@@ -133,15 +133,18 @@ def _command(args, families) -> str:
 
 def _run(args) -> int:
     from .compare import run_comparison
+    from .progress import Progress
     from .compare_result import ComparisonResult, plot_comparison
 
     families = _families(args.policies)
     _check_args(args)
     problem = problem_from_args(args, WHERE)
+    progress = Progress(total=2 * len(families), label=f"compare {problem.name}", unit="simulation")
     record = run_comparison(problem, families, args.eps, replicates=args.replicates,
                             tune_replicates=args.tune_replicates, seed=args.seed, max_steps=args.max_steps,
                             budget=args.budget, observe_every=args.observe_every, b0=args.b0,
-                            resamples=args.resamples, jobs=args.jobs)
+                            resamples=args.resamples, jobs=args.jobs, progress=progress)
+    progress.close()
     result = ComparisonResult(**record, command=_command(args, families))
     print(result.table())
     if args.out is not None:

@@ -1,69 +1,77 @@
-"""A dependency-free progress line for long work (``sfo reproduce``, sweeps).
+"""The progress bar of long work (``sfo reproduce``, ``sfo compare``, ``sfo train``): tqdm, off when not a terminal.
 
-One line on ``stream`` (stderr by default), rewritten in place on a terminal and throttled to
-one line every ``every`` seconds (15 s at least) elsewhere, so logs stay short. Shows the label, done/total with
-a percentage when the total is known, elapsed time, and any ``key=value`` status given.
+A thin layer over ``tqdm`` (the bar users know: count, rate, elapsed and, with a known total, the
+fraction and the time left; with an unknown total, the count and the rate). Status fields given
+as ``key=value`` go into the bar's postfix. The bar is drawn only when ``stream`` is a terminal:
+piped or redirected output (logs, CI) gets no progress at all; what a run did is in its report
+and its JSON-lines log. ``every`` is the least time between redraws (tqdm's ``mininterval``);
+``every=0`` turns the bar off.
+
+Why tqdm and not a line of our own: ``benchmarks/bench_progress.py`` (output in
+``docs/results/bench_progress.txt``) measures both per step and on import, and what each writes
+when the output is not a terminal.
 
 >>> import io
->>> out = io.StringIO()
->>> p = Progress(total=4, label="demo", stream=out, every=0)
+>>> class Terminal(io.StringIO):
+...     def isatty(self):
+...         return True
+>>> out = Terminal()
+>>> p = Progress(total=4, label="demo", stream=out, every=0.01)
 >>> p.update(2, stage="b")
 >>> p.close()
->>> out.getvalue().splitlines()[0].startswith("demo 2/4 (50%)")
+>>> "demo" in out.getvalue() and "2/4" in out.getvalue() and "stage=b" in out.getvalue()
 True
+>>> quiet = io.StringIO()                  # not a terminal: nothing is written
+>>> p = Progress(total=4, label="demo", stream=quiet)
+>>> p.update(4)
+>>> p.close()
+>>> quiet.getvalue()
+''
 """
 
 from __future__ import annotations
 
 import sys
-import time
 
-__all__ = ["Progress", "write_status_line"]
+__all__ = ["Progress", "is_terminal"]
 
 
-def write_status_line(stream, line: str, tty: bool) -> None:
-    """Rewrite the current terminal line with ``line`` (on a terminal) or append it as a new line."""
-    if tty:
-        stream.write("\r" + line[:160].ljust(120))
-    else:
-        stream.write(line + "\n")
-    stream.flush()
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (a bar is drawn only there)."""
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 class Progress:
-    """A throttled progress line: ``update(n, **status)`` after each unit of work, ``close()`` at the end."""
+    """A progress bar: ``update(n, **status)`` after each unit of work, ``close()`` at the end.
 
-    def __init__(self, total: int | None = None, label: str = "", stream=None, every: float = 1.0):
-        # every = 0 writes on every update (tests); a finished total is always written
+    ``total``: units of work (None: unknown, the bar shows the count and rate); ``unit``: their
+    name (``"sample"`` with ``unit_scale`` for training, where 12 345 reads as 12.3k).
+    """
+
+    def __init__(self, total: int | None = None, label: str = "", stream=None, every: float = 1.0,
+                 unit: str = "it", unit_scale: bool = False):
+        self.stream = sys.stderr if stream is None else stream
         self.total = total
         self.label = label
-        self.stream = sys.stderr if stream is None else stream
-        self.every = every
-        self.done = 0
         self.status: dict = {}
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        if not self.tty and every > 0:
-            self.every = max(every, 15.0)  # a log file gets a line every 15 s at most
-        self._t0 = time.perf_counter()
-        self._last = -float("inf")
-        self._wrote = False
+        self.done = 0                    # units counted (tqdm's own count stays 0 while it is off)
+        self.enabled = every > 0 and is_terminal(self.stream)
+        from tqdm import tqdm          # imported when a bar is made, not when an ``sfo`` command is registered
 
-    def update(self, n: int = 1, **status) -> None:
-        self.done += n
-        self.status.update(status)
-        now = time.perf_counter()
-        if now - self._last >= self.every or (self.total is not None and self.done >= self.total):
-            self._last = now
-            self._write(now)
+        self.bar = tqdm(total=total, desc=label or None, file=self.stream, mininterval=every if every > 0 else 1.0,
+                        unit=unit, unit_scale=unit_scale, dynamic_ncols=True, disable=not self.enabled)
 
-    def _write(self, now: float) -> None:
-        count = f"{self.done}/{self.total} ({100 * self.done / self.total:.0f}%)" if self.total else f"{self.done}"
-        extra = " ".join(f"{k}={v}" for k, v in self.status.items())
-        write_status_line(self.stream, f"{self.label} {count} {now - self._t0:.0f}s {extra}".strip(), self.tty)
-        self._wrote = True
+    def update(self, n: float = 1, **status) -> None:
+        """Count ``n`` more units; ``status`` fields replace those of the same name in the postfix."""
+        if status:
+            self.status.update(status)
+            if self.enabled:
+                self.bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in self.status.items()), refresh=False)
+        if n:
+            self.done += n
+            self.bar.update(n)
+        elif status and self.enabled:
+            self.bar.refresh()
 
     def close(self) -> None:
-        if self.tty and self._wrote:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._wrote = False
+        self.bar.close()

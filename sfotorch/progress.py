@@ -1,70 +1,69 @@
-r"""The progress line of ``sfo train``: one plain line per interval on stderr, no dependency.
+r"""The progress bar of ``sfo train``: training samples against the run's end, the schedule in the postfix.
 
-Step, epoch, stage m, b_m, η_m, the latest measured ‖∇f‖ against ε_m, training + measurement SFO,
-training samples per second and, when the run's end is known, the fraction done. It is rewritten
-in place on a terminal (:func:`sfotheory.progress.write_status_line`).
+A :class:`sfotheory.progress.Progress` (tqdm, drawn only on a terminal) whose unit is the
+training sample: the bar's count and rate are training SFO (Σ|B_t|) and its total the run's end
+in samples when ``[train]`` fixes one (epochs, ``max_samples``; unknown for ``max_steps`` alone,
+whose fraction goes to the postfix). The postfix shows step, epoch, stage m, b_m, η_m, the latest
+measured ‖∇f‖ against ε_m, and training + measurement SFO.
 
 >>> import io
->>> out = io.StringIO()
->>> p = Progress(out, every=1e9, label="[seed 1] ")
+>>> class Terminal(io.StringIO):
+...     def isatty(self):
+...         return True
+>>> out = Terminal()
+>>> p = Progress(out, every=1e-9, label="[seed 1] ", total=48)
 >>> p.update({"step": 3, "samples": 24, "check": 100, "epoch": 0.5, "stage": 1, "b": 8, "eta": 0.1,
-...           "eps_m": 0.25, "norm": 0.3, "fraction": 0.5, "samples_per_s": 12.0}, force=True)
->>> out.getvalue()
-'[seed 1] step 3 ep 0.50 | stage 1 b 8 lr 0.1 | norm 0.3 eps_m 0.25 | SFO 24+100 | 12 samples/s 50%\n'
+...           "eps_m": 0.25, "norm": 0.3, "fraction": 0.5}, force=True)
+>>> p.close()
+>>> print(out.getvalue().split("\r")[-1].strip())   # doctest: +ELLIPSIS
+[seed 1]:  50%|...| 24.0/48.0 [...sample/s, step 3 ep 0.50 | stage 1 b 8 lr 0.1 | norm 0.3 eps_m 0.25 | SFO 24+100]
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
-from sfotheory.progress import Progress as StatusLine
-from sfotheory.progress import write_status_line
+from sfotheory.progress import Progress as Bar
 
 __all__ = ["Progress"]
 
 
-class Progress(StatusLine):
-    """A plain progress line on ``stream`` every ``every`` seconds (``\\r``-rewritten on a terminal).
+class Progress:
+    """``sfo train``'s bar on ``stream``, redrawn at most every ``every`` seconds (0: off); ``total`` in samples."""
 
-    Shows step, epoch, stage m, b_m, η_m, the latest measured ‖∇f‖ against ε_m, training and
-    measurement SFO, and training samples per second over the last interval (time spent measuring
-    ‖∇f‖ left out; it is reported as check_s in the summary). No dependency:
-    tqdm is not installed here, and a bar with a known end does not fit a run whose length in
-    steps depends on when the stages change (its end is fixed in samples; the line shows that %).
-    """
-
-    def __init__(self, stream=None, every: float = 2.0, label: str = ""):
-        self.stream = sys.stderr if stream is None else stream
-        self.every = every
+    def __init__(self, stream=None, every: float = 2.0, label: str = "", total: int | None = None):
         self.label = label
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._last_t = time.perf_counter()
-        self._last_samples = None
-        self._last_step = None
-        self._last_check_s = 0.0
-        self._wrote = False
+        self.bar = Bar(total=total, label=label.strip(), stream=stream, every=every, unit="sample", unit_scale=True)
+        self.stream = self.bar.stream
+        self.every = every
+        self._samples = None
+        self._last = -float("inf")
 
     def update(self, info: dict, *, force: bool = False) -> None:
-        if self.every <= 0:
+        """Advance to ``info["samples"]`` and show the schedule's fields (``force``: redraw now)."""
+        if not self.bar.enabled:
             return
+        samples = int(info["samples"])
+        if self._samples is None:               # a resumed run starts where its checkpoint was
+            self.bar.bar.n = self.bar.bar.last_print_n = samples
+            self._samples = samples
         now = time.perf_counter()
-        if (not force and now - self._last_t < self.every) or info["step"] == self._last_step:
-            return
-        self._last_step = info["step"]
-        samples, check_s = info["samples"], info.get("check_s", 0.0)
-        if self._last_samples is not None:   # training samples per second of the time not spent measuring ‖∇f‖
-            rate = (samples - self._last_samples) / max(now - self._last_t - (check_s - self._last_check_s), 1e-9)
-        else:
-            rate = info.get("samples_per_s", 0.0)
-        self._last_t, self._last_samples, self._last_check_s = now, samples, check_s
-        norm = "-" if info.get("norm") is None else f"{info['norm']:.4g}"
-        done = f" {100 * info['fraction']:.0f}%" if info.get("fraction") is not None else ""
-        line = (f"{self.label}step {info['step']} ep {info['epoch']:.2f} | stage {info['stage']} b {info['b']} "
-                f"lr {info['eta']:.4g} | norm {norm} eps_m {info['eps_m']:.3g} | SFO {_k(samples)}+{_k(info['check'])} "
-                f"| {rate:.0f} samples/s{done}")
-        write_status_line(self.stream, line, self.tty)
-        self._wrote = True
+        if force or now - self._last >= self.every:    # the postfix is formatted only when it may be drawn
+            self._last = now
+            norm = "-" if info.get("norm") is None else f"{info['norm']:.4g}"
+            done = (f" {100 * info['fraction']:.0f}%" if self.bar.total is None and info.get("fraction") is not None
+                    else "")
+            self.bar.bar.set_postfix_str(
+                f"step {info['step']} ep {info['epoch']:.2f} | stage {info['stage']} b {info['b']} "
+                f"lr {info['eta']:.4g} | norm {norm} eps_m {info['eps_m']:.3g} | "
+                f"SFO {_k(samples)}+{_k(info['check'])}{done}", refresh=False)
+        self.bar.update(samples - self._samples)
+        self._samples = samples
+        if force:
+            self.bar.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _k(x: int) -> str:

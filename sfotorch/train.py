@@ -210,7 +210,8 @@ class _SeedRun:
         cfg, loop = self.cfg, self.built.loop
         self.start()
         progress = Progress(progress_stream, cfg["run"]["progress_every"],
-                            label=f"[seed {self.seed}] " if len(cfg["run"]["seeds"]) > 1 else "")
+                            label=f"[seed {self.seed}] " if len(cfg["run"]["seeds"]) > 1 else "",
+                            total=self.max_samples)
         if self.built.calibration is not None and progress.every > 0:
             print(f"{progress.label}{self.built.calibration.summary()}", file=progress.stream, flush=True)
         status, message = "finished", ""

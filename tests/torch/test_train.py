@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import shutil
@@ -225,15 +226,29 @@ def test_baselines_and_the_debiased_monitor_run(fashion, tmp_path):
     assert all(r["monitor"] == "debiased" and r["check_samples"] == 0 for r in checks)
 
 
-def test_progress_line_shows_step_stage_batch_lr_norm_and_rate():
-    import io
-    stream = io.StringIO()
-    p = Progress(stream, every=1e-9)
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_shows_step_stage_batch_lr_norm_and_samples_on_a_terminal():
+    stream = _Terminal()
+    p = Progress(stream, every=1e-9, total=192)
     p.update({"step": 12, "samples": 96, "check": 480, "epoch": 2.0, "stage": 1, "b": 16, "eta": 0.14,
-              "eps_m": 0.354, "norm": 0.25, "fraction": 0.5, "samples_per_s": 10.0})
+              "eps_m": 0.354, "norm": 0.25, "fraction": 0.5}, force=True)
+    p.close()
     line = stream.getvalue()
-    for part in ("step 12", "stage 1", "b 16", "lr 0.14", "norm 0.25", "eps_m 0.354", "SFO 96+480", "samples/s", "50%"):
+    for part in ("step 12", "stage 1", "b 16", "lr 0.14", "norm 0.25", "eps_m 0.354", "SFO 96+480", "sample/s",
+                 "50%", "96.0/192"):
         assert part in line, part
+
+
+def test_progress_is_off_when_the_output_is_not_a_terminal(config_file, tmp_path):
+    stream = io.StringIO()                      # a pipe or a log file: the JSON-lines log is the record
+    cfg = apply_overrides(load_config(config_file), ["train.max_steps=3", "run.progress_every=1e-9"])
+    train(cfg, out_dir=str(tmp_path / "quiet"), progress_stream=stream)
+    assert stream.getvalue() == ""
+    assert read_log(tmp_path / "quiet" / "seed0" / "log.jsonl")[-1]["kind"] == "end"
 
 
 def test_tensorboard_event_files_are_written_when_installed(config_file, tmp_path):
