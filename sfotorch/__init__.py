@@ -5,6 +5,8 @@ Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, 
 ========================  =====================================================================
 :class:`StageScheduler`   the torch.optim-style shell around the rule (``step()`` after
                           ``optimizer.step()``, ``get_last_lr()``, ``state_dict()``)
+:class:`PolicyScheduler`  the same contract for any policy of :mod:`sfotheory.policies`, with the
+                          batch statistics they read measured in the training backward
 :class:`ResizableLoader`  batches whose size changes at the very next batch, also with workers
 ``monitors``              exact, subsampled, sequential and debiased ‖∇f(θ)‖ (:mod:`sfotorch.monitors`)
 :class:`TrainingLoop`     batch → micro-batches → non-finite policy → update → rule → checkpoint
@@ -27,6 +29,7 @@ _EXPORTS = {
     "DebiasedMonitor": "monitors",
     "ExactMonitor": "monitors",
     "Measurement": "monitors",
+    "PolicyScheduler": "policy_scheduler",
     "ResizableLoader": "sampler",
     "SequentialMonitor": "monitors",
     "StageScheduler": "scheduler",

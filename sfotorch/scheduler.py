@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -64,6 +63,7 @@ from sfotheory.rule import Event, Schedule
 from sfotheory.validation import check_choice, check_integer, fail
 
 from .sfolog import SFOAccount, SFOLogWriter
+from .shell import apply_decision, check_loader, check_optimizer, open_log, report_nonfinite, write_record
 
 __all__ = ["POLICIES", "CallableMonitor", "MeasuredNorm", "NonFiniteError", "StageScheduler", "make_schedule"]
 
@@ -142,16 +142,6 @@ def make_schedule(policy: str | Schedule, **kwargs) -> Schedule:
     return ctor(**kwargs)
 
 
-def _dataset_size(loader) -> int | None:
-    n = getattr(loader, "n", None)
-    if n is None and hasattr(loader, "dataset"):
-        try:
-            n = len(loader.dataset)
-        except TypeError:
-            n = None
-    return n
-
-
 class StageScheduler:
     r"""Batch size and learning rate of a torch training loop, stage by stage, through the one rule.
 
@@ -179,15 +169,7 @@ class StageScheduler:
     def __init__(self, optimizer, schedule: str | Schedule, *, loader=None, monitor=None,
                  check_order: str = "after_update", on_nonfinite: str = "raise", log=None, **policy_kwargs):
         where = "StageScheduler"
-        groups = getattr(optimizer, "param_groups", None)
-        if not isinstance(groups, list) or not groups:
-            fail("optimizer", where, "a torch optimizer with a non-empty list of param_groups",
-                 type(optimizer).__name__)
-        for i, g in enumerate(groups):
-            if not isinstance(g, dict) or "lr" not in g:
-                fail("optimizer", where, "an optimizer whose param groups all hold 'lr'", type(optimizer).__name__,
-                     reason=f"param group {i} has keys {sorted(g) if isinstance(g, dict) else type(g).__name__}")
-        self.optimizer = optimizer
+        self.optimizer = check_optimizer(optimizer, where)
         self.check_order = check_choice(check_order, CHECK_ORDERS, "check_order", where)
         self.on_nonfinite = check_choice(on_nonfinite, NONFINITE_ACTIONS, "on_nonfinite", where)
         if monitor is not None and not callable(getattr(monitor, "measure", None)):
@@ -196,12 +178,7 @@ class StageScheduler:
         self.monitor = monitor
         schedule = make_schedule(schedule, **policy_kwargs)
         if loader is not None:
-            if isinstance(loader, torch.utils.data.DataLoader):
-                fail("loader", where, "a ResizableLoader (a DataLoader's batch size is fixed when it is built)",
-                     type(loader).__name__)
-            if not hasattr(loader, "batch_size"):
-                fail("loader", where, "a batch source with a settable batch_size", type(loader).__name__)
-            n = _dataset_size(loader)
+            n = check_loader(loader, where)
             if n is not None:
                 if schedule.b0 > n:
                     fail("b0", where, f"<= the dataset size n = {n}", schedule.b0,
@@ -213,9 +190,7 @@ class StageScheduler:
                     schedule = schedule.replace(b_max=n)
         self.schedule: Schedule = schedule
         self.loader = loader
-        self._log = SFOLogWriter(log) if isinstance(log, (str, os.PathLike)) else log
-        if self._log is not None and not (callable(getattr(self._log, "write", None)) or isinstance(self._log, list)):
-            fail("log", where, "a path, a list or an object with write(dict)", type(log).__name__)
+        self._log = open_log(log, where)
         self.account = SFOAccount()
         self.transitions: list[dict] = []
         self.last_event: Event | None = None
@@ -376,24 +351,12 @@ class StageScheduler:
 
     def _nonfinite(self, name: str, value: float, step: int, monitor_name: str | None) -> None:
         by = f", measured by {monitor_name!r}" if monitor_name else ""
-        try:
-            fail(name, f"StageScheduler.step (step {step}{by})", "finite", value, cls=NonFiniteError,
-                 reason="a non-finite value never advances a stage; the stage was kept; "
-                        "on_nonfinite='warn' continues instead")
-        except NonFiniteError as err:
-            if self.on_nonfinite == "raise":
-                raise
-            warnings.warn(str(err), RuntimeWarning, stacklevel=4)
+        report_nonfinite(name, f"StageScheduler.step (step {step}{by})", value, action=self.on_nonfinite,
+                         error_cls=NonFiniteError, reason="a non-finite value never advances a stage; the stage was "
+                                                          "kept; on_nonfinite='warn' continues instead")
 
     def _apply(self) -> None:
-        lr = float(self._state.lr)
-        for g in self.optimizer.param_groups:
-            if isinstance(g["lr"], torch.Tensor):
-                g["lr"].fill_(lr)
-            else:
-                g["lr"] = lr
-        if self.loader is not None and self.loader.batch_size != int(self._state.batch_size):
-            self.loader.batch_size = int(self._state.batch_size)
+        apply_decision(self.optimizer, self.loader, self._state.lr, self._state.batch_size)
 
     # -- log -----------------------------------------------------------------------------------
 
@@ -410,10 +373,7 @@ class StageScheduler:
         }
 
     def _write(self, record: dict) -> None:
-        if isinstance(self._log, list):
-            self._log.append(record)
-        else:
-            self._log.write(record)
+        write_record(self._log, record)
 
     def close(self) -> None:
         """Close the log file if the scheduler opened it."""

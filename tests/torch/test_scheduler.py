@@ -203,6 +203,7 @@ def test_lr_is_written_into_every_param_group(make):
 
 def test_sgd_update_uses_the_new_lr_only_in_the_before_update_order():
     """The authors' order: the triggering step's update already uses eta_1; ours: from the next step."""
+    torch.manual_seed(0)
     for order, expected_lr in (("after_update", 0.1), ("before_update", 0.14)):
         model, opt = sgd()
         sched = StageScheduler(opt, "adaptive_exponential", check_order=order, monitor=ScriptedMonitor([0.1]),
@@ -215,7 +216,8 @@ def test_sgd_update_uses_the_new_lr_only_in_the_before_update_order():
             sched.before_update(samples=4)
         opt.step()
         sched.step(**({} if order == "before_update" else {"samples": 4}))
-        assert torch.allclose(before - model.weight.detach(), expected_lr * grad)
+        # float32 rounding of θ − (θ − ηg) is ~1e-7 absolute, whatever the size of ηg; 0.1 vs 0.14 differ by far more
+        assert torch.allclose(before - model.weight.detach(), expected_lr * grad, rtol=1e-5, atol=1e-6)
         assert sched.lr == pytest.approx(0.14)
 
 
