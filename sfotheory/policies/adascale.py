@@ -66,7 +66,11 @@ class AdaScale(Policy):
     ``horizon`` T_SI stops the run once τ ≥ T_SI (the authors' stopping rule). The batch
     size never changes.
 
-    Default smoothing θ = max(1 − S/1000, 0), the authors' choice. Where ours differs, and why:
+    Default smoothing θ = max(1 − S/1000, 0), keyed on the scale S. The fairscale
+    implementation keys it on the number of gradients averaged (workers × accumulation
+    steps, i.e. S for base batches of one worker each) and by default uses a bias-corrected
+    EMA instead of Appendix B.3's mean-then-EMA, and clips each step's estimates before
+    averaging (ours: the averages, after). Where ours differs, and why:
 
     * σ̂² comes from the per-sample gradients of the batch (tr Σ̂/b₀) instead of from the S
       base-batch gradients of S workers: the same expectation with b − 1 instead of S − 1

@@ -58,7 +58,11 @@ class IncreaseBatch(Policy):
 
     Where ours differs, and why: milestones are counted in training samples, the toolkit's
     unit of progress (the authors count epochs, i.e. samples/n); b is capped at b_max and η
-    takes over the decay there (their hybrid schedule, in closed form); the momentum and
+    takes over the decay there (their hybrid schedule, in closed form: the milestone that
+    reaches the cap is split, b taking the factor b_max/b_k and η the rest, where the authors
+    move whole milestones from b to η); b_max has no default below n, and the noise-scale
+    argument behind the schedule, g = η(N/b − 1) ≈ ηN/b, holds only while b ≪ N (the authors
+    keep b well below N and hand the decay to η before b nears it: set b_max so); the momentum and
     learning-rate rescalings of their later sections are left out (plain SGD); a move falls
     due on a step whose gradient was not finite happens on the next step that is.
     """

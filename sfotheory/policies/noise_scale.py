@@ -81,9 +81,12 @@ class GradientNoiseScale(Policy):
     * Ŝ and |G|²̂ come from per-sample gradients of one batch (their estimators with
       B_small = 1) rather than from two batch sizes across devices: the same expectations
       with b − 1 degrees of freedom, and no second batch size needed;
-    * the paper does not state the decay of its moving averages: our default β = 0.95 (an
-      effective window of about 20 checks) is ours, short enough to follow B_simple as it
-      grows; the averages start at 0 and the ratio needs no bias correction (it cancels);
+    * the decay of the moving averages is ours: β = 0.95 (an effective window of about 20
+      checks), short enough to follow B_simple as it grows within a run of a few thousand
+      steps. Public implementations of the estimator use longer windows (β = 0.99 to 0.9998,
+      for runs of 10⁵ steps and more), which give a less noisy B̂ that lags more; ``sfo
+      compare`` tunes β over {0.8, 0.95, 0.99}. The averages start at 0 and the ratio needs no
+      bias correction (it cancels);
     * the finite-population factor c_b without replacement (docs/theory.md, "Sampling with and
       without replacement").
     """

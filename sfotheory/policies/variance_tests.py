@@ -132,7 +132,9 @@ class InnerProductTest(Policy):
 
     with V̂_⊥ = tr Σ̂ − V̂_ip/‖g_B‖² (= tr Σ̂ when g_B = 0); if either fails,
     b ← min(b_max, max(b + 1, b'(V̂_ip, θ²‖g_B‖⁴), b'(V̂_⊥, ν²‖g_B‖²))) (module docstring),
-    the largest of the two sizes that would pass, as the authors choose it; η = η₀.
+    the smallest batch that passes both conditions (our reading of the authors' rule: a
+    third-party reimplementation takes the smaller of the two sizes, which can leave one test
+    failing); η = η₀.
 
     The first condition bounds the variance of the component of the per-sample gradients
     along g_B, relative to ‖g_B‖⁴: it asks that −g_B be a descent direction with high
@@ -145,6 +147,10 @@ class InnerProductTest(Policy):
     comparison of batch-size rules should vary), the finite-population factor c_b
     without replacement (1 with replacement; exact for a shuffling loader, equal to theirs
     when b ≪ n), the check every τ steps (τ = 1, theirs, by default) and the cap b_max.
+    Read against :class:`NormTest`: since V̂_ip/‖g_B‖² + V̂_⊥ = tr Σ̂, a batch that passes both
+    conditions passes the norm test with θ_norm² = θ² + ν², so the defaults (0.9, 5.84) are as
+    loose as a norm test with θ ≈ 5.9, against the norm test's default θ = 0.5; the two peers
+    at their defaults are different operating points, not two versions of one test.
     """
 
     b0: int
