@@ -14,9 +14,14 @@ policy reads, calls it once per step, writes η into every param group and b int
         optimizer.step()
         sched.step()
 
+A loop that runs its own forward and backward (another model signature, mixed precision,
+Lightning) brackets them instead: ``sched.begin_batch(xb, yb)`` before the forward,
+``sched.end_batch(loss)`` after ``loss.backward()``; :meth:`~PolicyScheduler.backward` is exactly
+that around ``loss_fn(model(xb), yb)``.
+
 Statistics of the training batch B (b samples, mean-reduced loss, legend of
-:mod:`sfotheory.policies.base`), measured inside :meth:`PolicyScheduler.backward` on check
-steps only:
+:mod:`sfotheory.policies.base`), measured between :meth:`~PolicyScheduler.begin_batch` and
+:meth:`~PolicyScheduler.end_batch` on check steps only:
 
 .. math::
 
@@ -38,8 +43,10 @@ centre of V̂_ip's definition; the sample mean is the stabler one in floating po
   tangent, about three forwards of wall time, no graph kept; 0 SFO. The model runs on the whole
   batch as in training; the loss is ``torch.func.vmap``-ed over single (output, target) pairs, so
   f_i is ``loss_fn`` on a batch of one and any mean-reduced loss works unchanged. The global RNG
-  is replayed for this pass and restored after it: dropout draws the training forward's masks,
-  and training draws the same numbers with or without the measurement.
+  is replayed from :meth:`~PolicyScheduler.begin_batch` for this pass and restored after it:
+  dropout draws the training forward's masks, and training draws the same numbers with or without
+  the measurement. The mean of these f_i must be the back-propagated loss (to 1 %), else the
+  ``loss_fn`` is refused: V̂_ip would be that of another function than the one trained.
 * ‖∇f(θ)‖ (StageRule): the ``monitor``'s ``measure()`` (``measure(eps_m=ε_m)`` when it
   ``uses_eps_m``), called exactly as by StageScheduler; its ``cost`` is charged as ``check_cost``.
 
@@ -135,7 +142,10 @@ class PolicyScheduler:
     policy : a :class:`~sfotheory.policies.Policy`; with a loader, b0 ≤ n is enforced and b_max is
         capped at n (silently from its default, with a warning when given larger).
     loader : the :class:`~sfotorch.sampler.ResizableLoader` whose ``batch_size`` follows b.
-    model, loss_fn : the model and its mean-reduced loss, for :meth:`backward` (needed only there).
+    model : the model whose batch statistics are measured (needed when the policy reads them, and for
+        :meth:`backward`).
+    loss_fn : its mean-reduced loss ``loss_fn(outputs, targets)``, for :meth:`backward` and V̂_ip
+        (required with a model when the policy reads ``inner_var``).
     monitor : measures ‖∇f(θ)‖ for a policy that reads ``full_norm`` (required then): ``.measure()``
         returning ``.norm`` and ``.cost`` (the StageScheduler protocol, ``uses_eps_m`` and
         ``undecided`` included).
@@ -168,6 +178,7 @@ class PolicyScheduler:
         self.last_event: PolicyEvent | None = None
         self.last_stats: Statistics | None = None
         self._measured: dict | None = None
+        self._batch: dict | None = None          # the batch between begin_batch() and end_batch()
         self._pre_done = False
         self._state = initial_state(policy)
         self._apply()
@@ -179,7 +190,11 @@ class PolicyScheduler:
         self.params = trainable_parameters(model, where)
         ids = {id(p) for p in self.params}
         self._names = [n for n, p in model.named_parameters() if id(p) in ids]
-        if not callable(loss_fn):
+        if loss_fn is None and "inner_var" in self.needs.statistics:
+            fail("loss_fn", where, "a callable loss_fn(outputs, targets) when model is given", loss_fn,
+                 reason=f"policy {self.policy.name!r} reads inner_var, the variance of the per-sample losses' "
+                        "directional derivatives")
+        if loss_fn is not None and not callable(loss_fn):
             fail("loss_fn", where, "a callable loss_fn(outputs, targets) when model is given", loss_fn)
         if getattr(loss_fn, "reduction", "mean") != "mean":
             fail("loss_fn", where, "mean-reduced (reduction='mean')", loss_fn.reduction,
@@ -218,40 +233,119 @@ class PolicyScheduler:
         """Replace ``loss_fn(model(inputs), targets).backward()``; return that loss (detached).
 
         On a check step, also measures the batch statistics the policy reads (module docstring)
-        for the coming :meth:`step` / :meth:`before_update`.
+        for the coming :meth:`step` / :meth:`before_update`: :meth:`begin_batch`, the backward,
+        :meth:`end_batch`.
         """
         where = "PolicyScheduler.backward"
-        if self.model is None:
-            fail("model", "PolicyScheduler", "given (with loss_fn) to call backward()", None)
-        if self._measured is not None:
-            raise RuntimeError("PolicyScheduler.backward() was called twice without step() in between")
+        if self.model is None or self.loss_fn is None:
+            fail("model" if self.model is None else "loss_fn", "PolicyScheduler",
+                 "given (model with loss_fn) to call backward()", None)
         if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
             fail("inputs", where, "a tensor (and targets a tensor)", type(inputs).__name__)
-        b = int(inputs.shape[0])
-        wanted = [s for s in _BATCH if s in self.needs.statistics] if self.check_due else []
-        if wanted:
-            self._check_model(where)
-        measure = bool(wanted) and b >= 2                       # one sample has no per-sample variance
-        rng = _rng_state(inputs.device) if measure and "inner_var" in wanted else None
-        before = [None if p.grad is None else p.grad.detach().clone() for p in self.params] if measure else None
-        hooks = self._norms.recording() if measure and "trace_var" in wanted else contextlib.nullcontext()
-        with torch.enable_grad(), hooks:
-            loss = self.loss_fn(self.model(inputs), targets)
-            loss.backward()
+        self.begin_batch(inputs, targets)
+        try:
+            with torch.enable_grad():
+                loss = self.loss_fn(self.model(inputs), targets)
+                loss.backward()
+        except BaseException:
+            self.cancel_batch()
+            raise
         loss = loss.detach()
-        value = float(loss)
-        self._measured = {"samples": b, "loss": value, "finite": math.isfinite(value),
-                          "one_sample": bool(wanted) and not measure}
-        if measure and math.isfinite(value):
-            self._measured.update(self._batch_statistics(inputs, targets, before, wanted, rng))
+        self.end_batch(loss)
         return loss
 
-    def _batch_statistics(self, inputs, targets, before, wanted, rng) -> dict:
+    def begin_batch(self, inputs=None, targets=None) -> None:
+        """Before the forward of a batch whose forward and backward the caller runs: start its measurement.
+
+        On a check step of a policy that reads batch statistics: registers the per-sample-norm hooks
+        (tr Σ̂), keeps the global RNG state (V̂_ip) and the ``.grad`` that the backward adds to. Then the
+        caller runs the forward and ``loss.backward()`` of the batch-mean loss and calls
+        :meth:`end_batch`. ``inputs`` (the model's input, the batch on its first dimension) is needed on
+        those check steps, and ``targets`` too when the policy reads V̂_ip (the module's forward is then
+        ``model(inputs)`` and its loss ``loss_fn(outputs, targets)``); other steps only count.
+        """
+        where = "PolicyScheduler.begin_batch"
+        if self._batch is not None:
+            raise RuntimeError("PolicyScheduler.begin_batch() was called twice without end_batch() in between")
+        if self._measured is not None:
+            raise RuntimeError("PolicyScheduler: a batch was measured twice without step() in between "
+                               "(backward() or begin_batch()/end_batch())")
+        wanted = [s for s in _BATCH if s in self.needs.statistics] if self.check_due else []
+        if wanted:
+            self._check_batch(inputs, targets, wanted, where)
+        b = int(inputs.shape[0]) if isinstance(inputs, torch.Tensor) and inputs.dim() > 0 else None
+        measure = bool(wanted) and b >= 2                       # one sample has no per-sample variance
+        batch = {"inputs": inputs, "targets": targets, "samples": b, "wanted": wanted, "measure": measure,
+                 "rng": None, "before": None, "hooks": contextlib.ExitStack()}
+        if measure:
+            if "inner_var" in wanted:
+                batch["rng"] = _rng_state(inputs.device)
+            batch["before"] = self._grads_now()
+            if "trace_var" in wanted:
+                batch["hooks"].enter_context(self._norms.recording())
+        self._batch = batch
+
+    def before_backward(self) -> None:
+        """Optional, between the forward and the backward of a begun batch: the ``.grad`` held now is what
+        the backward adds to (:meth:`begin_batch` read it otherwise). For a loop that zeroes the gradients
+        after the forward, as Lightning's optimizer closure does."""
+        if self._batch is None:
+            raise RuntimeError("PolicyScheduler.before_backward() was called outside begin_batch() ... end_batch()")
+        if self._batch["measure"]:
+            self._batch["before"] = self._grads_now()
+
+    def end_batch(self, loss) -> None:
+        """After ``loss.backward()`` of the batch given to :meth:`begin_batch`: remove the hooks and compute
+        the batch statistics (on check steps) for the coming :meth:`step` / :meth:`before_update`.
+
+        ``loss``: the batch-mean loss that was back-propagated (a one-element tensor or a number); a
+        non-finite one makes the step NONFINITE.
+        """
+        where = "PolicyScheduler.end_batch"
+        if self._batch is None:
+            raise RuntimeError("PolicyScheduler.end_batch() was called without begin_batch()")
+        if isinstance(loss, torch.Tensor) and loss.numel() != 1:
+            self.cancel_batch()
+            fail("loss", where, "the batch-mean loss: a one-element tensor or a number",
+                 f"a tensor of shape {tuple(loss.shape)}")
+        batch, self._batch = self._batch, None
+        batch["hooks"].close()
+        value = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+        measured = {"samples": batch["samples"], "loss": value, "finite": math.isfinite(value),
+                    "one_sample": bool(batch["wanted"]) and not batch["measure"]}
+        if batch["measure"] and math.isfinite(value):
+            measured.update(self._batch_statistics(batch, value, where))
+        self._measured = measured
+
+    def cancel_batch(self) -> None:
+        """Drop a begun batch (hooks removed, nothing measured): its step made no update, or failed."""
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch["hooks"].close()
+
+    def _check_batch(self, inputs, targets, wanted, where) -> None:
+        reads = f"policy {self.policy.name!r} reads {wanted} on this check step"
+        if self.model is None:
+            fail("model", "PolicyScheduler", "given to measure the batch statistics", None, reason=reads)
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
+            fail("inputs", where, "the model's input: a tensor with the batch on its first dimension",
+                 type(inputs).__name__, reason=reads)
+        if "inner_var" in wanted and (not isinstance(targets, torch.Tensor) or targets.dim() == 0
+                                      or targets.shape[0] != inputs.shape[0]):
+            fail("targets", where, f"a tensor of {inputs.shape[0]} targets on its first dimension, as inputs",
+                 tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__,
+                 reason="V-hat_ip applies loss_fn to each (output, target) pair")
+        self._check_model(where)
+
+    def _grads_now(self) -> list:
+        return [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+
+    def _batch_statistics(self, batch, loss, where) -> dict:
         """‖g_B‖², tr Σ̂ (hooks) and V̂_ip (jvp) of the batch just back-propagated (mean loss: .grad = g_B)."""
-        b = int(inputs.shape[0])
+        inputs, wanted, b = batch["inputs"], batch["wanted"], batch["samples"]
         with torch.no_grad():
             grads = [torch.zeros_like(p) if p.grad is None else p.grad if old is None else p.grad - old
-                     for p, old in zip(self.params, before)]
+                     for p, old in zip(self.params, batch["before"])]
             grad_sq = float(sum(g.double().pow(2).sum() for g in grads))
             out = {"grad_sq": grad_sq, "finite": math.isfinite(grad_sq)}
             if not out["finite"]:
@@ -261,12 +355,17 @@ class PolicyScheduler:
                 total = float(sq.sum(dtype=torch.float64)) * b * b
                 out["trace_var"] = max(total - b * grad_sq, 0.0) / (b - 1)
         if "inner_var" in wanted:
-            ip = self._inner_products(inputs, targets, grads, rng).double()
-            out["inner_var"] = float(ip.var(correction=1))
+            losses, ip = self._inner_products(inputs, batch["targets"], grads, batch["rng"])
+            mean = float(losses.double().mean())
+            if not math.isclose(mean, loss, rel_tol=1e-2, abs_tol=1e-12):
+                fail("loss_fn", where, "the loss that was back-propagated: the mean of loss_fn(model(inputs)[i], "
+                     "targets[i]) over the batch", f"one whose batch mean is {mean:.6g}, the loss {loss:.6g}",
+                     reason="V-hat_ip would be measured on another function than the one trained")
+            out["inner_var"] = float(ip.double().var(correction=1))
         return out
 
-    def _inner_products(self, inputs, targets, grads, rng) -> torch.Tensor:
-        """p_i = ∇f_iᵀ g_B for every sample: one jvp of the per-sample losses with tangent g_B."""
+    def _inner_products(self, inputs, targets, grads, rng) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f_i, p_i = ∇f_iᵀ g_B) for every sample: one jvp of the per-sample losses with tangent g_B."""
         from torch.func import functional_call, jvp, vmap
 
         loss_fn = self.loss_fn
@@ -278,8 +377,8 @@ class PolicyScheduler:
             return vmap(lambda o, y: loss_fn(o.unsqueeze(0), y.unsqueeze(0)))(outputs, targets)
 
         with _replayed_rng(rng, inputs.device), torch.no_grad():
-            _, ip = jvp(per_sample_losses, (primals,), (tangents,))
-        return ip
+            losses, ip = jvp(per_sample_losses, (primals,), (tangents,))
+        return losses, ip
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -320,6 +419,9 @@ class PolicyScheduler:
         return event
 
     def _advance(self, stats, samples, where) -> PolicyEvent:
+        if self._batch is not None:
+            raise RuntimeError(f"{where}() was called between begin_batch() and end_batch(): finish the batch "
+                               "with end_batch(loss) after its backward (or cancel_batch())")
         st, due = self._state, self.check_due
         measured, self._measured = self._measured or {}, None
         monitor_name = None
@@ -438,4 +540,5 @@ class PolicyScheduler:
         self.last_event = None if ev is None else PolicyEvent(ev)
         self._pre_done = bool(state_dict.get("pre_done", False))
         self._measured = None
+        self.cancel_batch()
         self._apply()

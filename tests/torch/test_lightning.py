@@ -1,13 +1,17 @@
-"""SFOSchedule: Algorithm 2 inside lightning.Trainer.fit, against the toolkit's own TrainingLoop.
+"""SFOSchedule: Algorithm 2 inside lightning.Trainer.fit, against the toolkit's own TrainingLoop, and any
+Policy inside it, against PolicyScheduler in a plain loop.
 
 The model is a float64 linear regression on 384 synthetic samples (b0 = 8, tau = 5, b_max = 128),
 so a run crosses four stage changes and many epochs in about a second. The reference is
 TrainingLoop over the same seeds: both paths do the same float64 operations in the same order
 (one forward, the mean loss, one backward into .grad, SGD with the eta the one rule wrote, the same
 monitor pass), so the comparisons are exact (torch.equal, ==), not within a tolerance; only values
-that went through Lightning's log_dict (stored as float32 tensors) are compared to 1e-6.
+that went through Lightning's log_dict (stored as float32 tensors) are compared to 1e-6. The same holds
+for a Policy: the callback measures the batch statistics around Lightning's own backward, the plain loop
+inside PolicyScheduler.backward, with the same hooks and the same float64 operations.
 """
 
+import itertools
 import pathlib
 import re
 import runpy
@@ -25,10 +29,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import Logger  # noqa: E402
 from torch import nn  # noqa: E402
 
+from sfotheory import rule  # noqa: E402
+from sfotheory.policies import AdaScale, InnerProductTest, NormTest, StageRule, needs  # noqa: E402
 from sfotheory.validation import ParameterError  # noqa: E402
 from sfotorch import (DebiasedMonitor, ExactMonitor, ResizableLoader, SequentialMonitor, StageScheduler,  # noqa: E402
                       SubsampledMonitor, TrainingLoop)
 from sfotorch.lightning import SFOSchedule  # noqa: E402
+from sfotorch.policy_scheduler import PolicyScheduler  # noqa: E402
 
 N, DIM = 384, 6
 SCHEDULE = dict(b0=8, eta0=0.05, eps0=0.5, delta=2, gamma=1.4, tau=5, b_max=128)
@@ -371,6 +378,173 @@ def test_without_lightning_sfotorch_imports_and_sfotorch_lightning_names_the_pac
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ModuleNotFoundError: sfotorch.lightning needs the 'lightning' package")
     assert "pip install 'sfo-schedulers[lightning]'" in last
+
+
+# -- (4) any Policy of sfotheory.policies, as PolicyScheduler runs it in a plain loop -----------------------
+
+POLICIES = {   # each moves within 40 steps on the regression: b grows (the tests), eta follows the gain (AdaScale)
+    "norm_test": NormTest(b0=8, eta0=0.05, theta=0.3, tau=2, b_max=128),
+    "adascale": AdaScale(base_batch=2, scale=4, eta0=0.02, smoothing=0.5, milestones=(20.0,), decay=0.5),
+    "inner_product_test": InnerProductTest(b0=8, eta0=0.05, theta=0.5, nu=0.5, b_max=128),
+}
+
+
+def policy_callback(kind, **kwargs):
+    loss_fn = nn.MSELoss() if "inner_var" in needs(POLICIES[kind]).statistics else None
+    return SFOSchedule(POLICIES[kind], loss_fn=loss_fn, **kwargs)
+
+
+class PolicyRegression(Regression):
+    """Also keeps the eta each update used (a "before_update" policy writes it after training_step)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.update_lrs = []
+
+    def on_before_optimizer_step(self, optimizer):      # Lightning calls it after the callbacks' hook
+        self.update_lrs.append(optimizer.param_groups[0]["lr"])
+
+
+def policy_reference_run(policy, steps):
+    """The same run through PolicyScheduler in a plain loop: per step (rows, eta of the update), the
+    scheduler's b at the step's start, the parameters, the scheduler and its log."""
+    model = Regression()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = ResizableLoader(DATA, batch_size=8, seed=3)
+    log = []
+    sched = PolicyScheduler(opt, policy, loader=loader, model=model, loss_fn=model.loss_fn, log=log)
+    batches = (batch for _ in itertools.count() for batch in loader)
+    per_step, planned = [], []
+    for _ in range(steps):
+        x, y = next(batches)
+        planned.append(sched.batch_size)
+        opt.zero_grad()
+        sched.backward(x, y)
+        if needs(policy).order == "before_update":
+            sched.before_update()
+        per_step.append((x.shape[0], opt.param_groups[0]["lr"]))
+        opt.step()
+        sched.step()
+    return per_step, planned, params(model), sched, log
+
+
+@pytest.mark.parametrize("kind", list(POLICIES))
+def test_a_policy_in_the_callback_takes_the_plain_loops_decisions_step_for_step(kind):
+    steps, policy = 40, POLICIES[kind]
+    module, logger = PolicyRegression(), ListLogger()
+    cb = policy_callback(kind)
+    trainer([cb], logger=logger, max_steps=steps).fit(module)
+    per_step, planned, ref_params, ref_sched, ref_log = policy_reference_run(policy, steps)
+
+    # not vacuous: the policy moved b (the tests) or eta (AdaScale's gain) several times
+    assert cb.transitions and len(set(planned)) + len({eta for _, eta in per_step}) > 3
+    # the same transitions, batch sizes, update etas, measured statistics and decisions: exactly equal
+    assert cb.transitions == ref_sched.transitions
+    assert list(zip([b for b, _, _ in module.seen], module.update_lrs)) == per_step
+    assert cb.records == ref_log and sum(r["check"] for r in ref_log) == steps // needs(policy).tau
+    assert all(torch.equal(a, b) for a, b in zip(params(module), ref_params))
+    assert cb.scheduler.state == ref_sched.state and cb.scheduler.state.step == steps
+
+    # logged: b, eta of the update and SFO on every step; each check's statistics on its own step
+    rows = {step: m for step, m in logger.rows if "sfo/b" in m}
+    assert sorted(rows) == list(range(steps))
+    assert [int(rows[t]["sfo/b"]) for t in range(steps)] == planned
+    assert [rows[t]["sfo/lr"] for t in range(steps)] == pytest.approx([eta for _, eta in per_step], rel=1e-6)
+    assert (rows[steps - 1]["sfo/sfo_train"], rows[steps - 1]["sfo/sfo_measure"]) == (ref_sched.state.samples, 0)
+    checks = [(step, m) for step, m in logger.rows if "sfo/grad_sq" in m]
+    assert checks == [(r["step"] - 1, {f"sfo/{k}": r[k] for k in needs(policy).statistics}) for r in ref_log]
+
+
+def test_algorithm_2_as_a_stage_rule_policy_runs_as_the_schedule_does():
+    steps = 60
+    module = PolicyRegression()
+    cb = SFOSchedule(StageRule(rule.adaptive_exponential(**SCHEDULE)), monitor=exact_monitor)
+    trainer([cb], max_steps=steps).fit(module)
+    per_step, ref_params, ref_sched, ref_log = reference_run(steps)      # StageScheduler in TrainingLoop
+    assert len(ref_sched.transitions) >= 2
+    assert [(t["step"], t["b"], t["eta"]) for t in cb.transitions] == \
+           [(t["step"], t["b"], t["eta"]) for t in ref_sched.transitions]
+    assert [(b, eta) for b, eta, _ in module.seen] == per_step
+    assert [(r["step"], r["full_norm"]) for r in cb.records if r["check"]] == [(r["step"], r["norm"]) for r in ref_log]
+    assert all(torch.equal(a, b) for a, b in zip(params(module), ref_params))
+    assert cb.scheduler.state.check_samples == ref_sched.account.totals()["measure"] == steps // SCHEDULE["tau"] * N
+
+
+@pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")   # the ModelCheckpoint of run A
+@pytest.mark.parametrize("kind", ["norm_test", "adascale"])
+def test_resume_of_a_policy_from_a_lightning_checkpoint_is_bit_exact(kind, tmp_path):
+    steps, k = 30, 11
+    module_a, cb_a = PolicyRegression(), policy_callback(kind)
+    every_k = ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=k, save_top_k=-1)
+    trainer([cb_a, every_k], max_steps=steps).fit(module_a)
+    epochs = [e for _, _, e in module_a.seen]
+    assert epochs[k - 1] == epochs[k]                                  # mid-epoch
+    assert cb_a.transitions[0]["step"] < k                             # after a move, and moving on after it
+    assert [t for t in cb_a.transitions if t["step"] > k] or len(set(module_a.update_lrs[k:])) > 1
+
+    module_b, cb_b = PolicyRegression(init_seed=99), policy_callback(kind)
+    trainer([cb_b], max_steps=steps).fit(module_b, ckpt_path=tmp_path / f"step={k}.ckpt")
+    assert module_b.seen == module_a.seen[k:] and module_b.update_lrs == module_a.update_lrs[k:]
+    assert cb_b.transitions == cb_a.transitions
+    assert cb_b.records == [r for r in cb_a.records if r["step"] > k]
+    assert all(torch.equal(a, b) for a, b in zip(params(module_b), params(module_a)))
+    assert cb_b.scheduler.state_dict() == cb_a.scheduler.state_dict()
+    assert cb_b.loader.state_dict() == cb_a.loader.state_dict()
+
+
+class TripleRegression(PolicyRegression):
+    """Batches (inputs, targets, index): not the (inputs, targets) pair a policy's statistics need."""
+
+    def train_dataloader(self):
+        return ResizableLoader(torch.utils.data.TensorDataset(*DATA.tensors, torch.arange(N)), batch_size=8, seed=3)
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch[:2], batch_idx)
+
+
+class NoForward(PolicyRegression):
+    """Its training_step calls the layer directly: pl_module(inputs) is not defined."""
+
+    forward = pl.LightningModule.forward
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return self.loss_fn(self.net(x), y)
+
+
+@pytest.mark.parametrize("name, make, module", [
+    ("loss_fn", lambda: SFOSchedule(POLICIES["inner_product_test"]), None),
+    ("loss_fn", lambda: SFOSchedule(POLICIES["inner_product_test"], loss_fn=nn.L1Loss()), PolicyRegression),
+    ("loss_fn", lambda: SFOSchedule("adaptive_exponential", monitor=exact_monitor, loss_fn=nn.MSELoss(),
+                                    **SCHEDULE), None),
+    ("pl_module", lambda: policy_callback("inner_product_test"), NoForward),
+    ("batch", lambda: policy_callback("norm_test"), TripleRegression),
+    ("tau", lambda: SFOSchedule(POLICIES["norm_test"], tau=5), None),
+    ("check_order", lambda: SFOSchedule(POLICIES["adascale"], check_order="after_update"), None),
+    ("monitor", lambda: SFOSchedule(StageRule(rule.adaptive_exponential(**SCHEDULE))), None),
+], ids=["ipt-without-loss_fn", "ipt-loss_fn-not-the-trained-loss", "schedule-with-loss_fn", "ipt-without-forward",
+        "batch-not-a-pair", "policy-with-schedule-kwargs", "policy-with-another-order", "stage_rule-without-monitor"])
+def test_a_policy_with_what_it_cannot_measure_is_refused_naming_the_parameter(name, make, module):
+    with pytest.raises(ParameterError) as err:
+        cb = make()
+        trainer([cb], max_steps=4).fit(module())
+    assert err.value.parameter == name and f"The '{name}' parameter of " in str(err.value)
+
+
+def test_an_error_inside_a_measured_step_leaves_no_hook_on_the_model():
+    class FailsOnFourth(PolicyRegression):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.hooked = bool(self.net._forward_hooks)
+            if len(self.seen) == 4:         # a check step of the norm test (tau = 2): hooks are on the model
+                raise ValueError("a failing step")
+            return loss
+
+    module = FailsOnFourth()
+    with pytest.raises(ValueError, match="a failing step"):
+        trainer([policy_callback("norm_test")], max_steps=8).fit(module)
+    assert module.hooked
+    assert not any(m._forward_hooks for m in module.modules())
 
 
 # -- the documented example ----------------------------------------------------------------------------------

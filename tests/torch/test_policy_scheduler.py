@@ -164,6 +164,40 @@ def test_backward_on_a_check_step_leaves_the_plain_backwards_grad_bit_for_bit():
     assert got.grad_sq == pytest.approx(want["grad_sq"], rel=1e-4)
 
 
+def test_begin_and_end_batch_around_the_callers_own_backward_measure_what_backward_measures():
+    model, x, y, loss_fn = case("conv-ce", torch.float64)
+    want = measure_once(copy.deepcopy(model), loss_fn, x, y)              # through backward()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = PolicyScheduler(opt, InnerProductTest(b0=2, eta0=0.1), model=model, loss_fn=loss_fn)
+    for p in model.parameters():                                         # a previous step's gradients
+        p.grad = torch.ones_like(p)
+    sched.begin_batch(x, y)
+    loss = loss_fn(model(x), y)
+    opt.zero_grad()                  # after the forward, as Lightning's closure does: what backward adds to
+    sched.before_backward()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="between begin_batch"):
+        sched.step()
+    sched.end_batch(loss)
+    sched.step()
+    got = sched.last_stats
+    assert (got.samples, got.grad_sq, got.trace_var, got.inner_var) == \
+           (want.samples, want.grad_sq, want.trace_var, want.inner_var)
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_end_batch_refuses_a_loss_fn_that_is_not_the_back_propagated_loss():
+    model, x, y, loss_fn = case("linear-ce", torch.float64)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = PolicyScheduler(opt, InnerProductTest(b0=2, eta0=0.1), model=model, loss_fn=loss_fn)
+    sched.begin_batch(x, y)
+    loss = loss_fn(model(x), y) + 0.1 * sum(p.pow(2).sum() for p in model.parameters())   # a regulariser
+    loss.backward()
+    with pytest.raises(ParameterError, match="The 'loss_fn' parameter of PolicyScheduler.end_batch") as err:
+        sched.end_batch(loss)
+    assert err.value.parameter == "loss_fn"
+
+
 # -- tr Σ̂ is unbiased for tr S² without replacement ----------------------------------------------------------------
 
 def test_trace_var_of_batches_without_replacement_is_unbiased_for_the_finite_population_variance():
