@@ -196,7 +196,7 @@ class RunContext:
         return self.out_dir / name
 
     def tick(self, **status) -> None:
-        """Show what the check is doing now on the progress line (the line counts checks, not ticks)."""
+        """Show what the check is doing now on the progress bar (the bar counts checks, not ticks)."""
         if self.progress is not None:
             self.progress.update(0, **status)
 

@@ -112,7 +112,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                              help="channels_last memory format; auto: on for CUDA"),
         "compile": Key("bool", False, help="torch.compile the model (CUDA mainly; needs a compiler)"),
         "compile_backend": Key("str", "inductor", help="the torch.compile backend"),
-        "progress_every": Key("float", 2.0, low=0.0, help="seconds between progress lines on stderr; 0: none"),
+        "progress_every": Key("float", 2.0, low=0.0, help="least seconds between redraws of the progress bar on stderr (drawn on a terminal only); 0: none"),
         "checkpoint_every": Key("int", 0, low=0, help="steps between checkpoints (0: only at the end)"),
         "tensorboard": Key("choice", "auto", choices=("auto", "on", "off"),
                            help="TensorBoard event files in OUT/seedS/tb; auto: when tensorboard is installed"),

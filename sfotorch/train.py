@@ -3,7 +3,7 @@ r"""The ``sfo train`` driver: one validated config (:mod:`sfotorch.config`) → 
 The parts, one module each: :mod:`sfotorch.device` (device and environment),
 :mod:`sfotorch.components` (data, model, optimizer, loader, monitor, scheduler and
 :class:`~sfotorch.loop.TrainingLoop` built from the configuration), :mod:`sfotorch.runlog` (the
-JSON-lines log and TensorBoard), :mod:`sfotorch.progress` (the progress line),
+JSON-lines log and TensorBoard), :mod:`sfotorch.progress` (the progress bar),
 :mod:`sfotorch.evaluation` (the test evaluation) and :mod:`sfotorch.summary` (per-seed and
 multi-seed summaries). This module checks a run, then drives its seeds through their steps.
 
@@ -314,7 +314,7 @@ class _SeedRun:
         return self.extra
 
     def info(self) -> dict:
-        """The progress fields after a step (the progress line's and ``on_step``'s)."""
+        """The progress fields after a step (the progress bar's and ``on_step``'s)."""
         st, loop, log, monitor = self.built.scheduler.state, self.built.loop, self.log, self.built.monitor
         return {"step": loop.steps, "samples": int(st.samples), "check": int(st.check_samples),
                 "epoch": int(st.samples) / self.n, "stage": int(st.stage), "b": int(st.batch_size),

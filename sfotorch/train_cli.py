@@ -40,7 +40,7 @@ def register(subparsers) -> None:
                    help="continue each seed from OUT/seedS/checkpoint.pt, appending to the same log")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="shortcut for --set run.device=...")
     p.add_argument("--threads", type=int, metavar="N", help="shortcut for --set run.threads=N (0: automatic)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines (shortcut for run.progress_every=0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shortcut for run.progress_every=0)")
     p.add_argument("--show-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("--keys", action="store_true", help="list every configuration key with its default and exit")
     p.set_defaults(handler=run)
