@@ -233,6 +233,20 @@ def test_results_do_not_depend_on_the_number_of_processes():
     from sfotheory.compare import run_comparison
     p = make_problem("least_squares", n=100, dim=4, seed=0)
     kw = dict(replicates=4, tune_replicates=2, seed=3, max_steps=60, budget=3000, resamples=20)
-    one = run_comparison(p, ["constant", "norm_test"], [0.05, 0.02], jobs=1, **kw)
-    two = run_comparison(p, ["constant", "norm_test"], [0.05, 0.02], jobs=2, **kw)
+    counted = {1: [], 2: []}
+
+    class Count:              # a progress bar's interface: what sfo compare's bar is told
+        def __init__(self, jobs):
+            self.jobs = jobs
+
+        def update(self, n=1, **status):
+            counted[self.jobs].append((n, status["last"]))
+
+    one = run_comparison(p, ["constant", "norm_test"], [0.05, 0.02], jobs=1, progress=Count(1), **kw)
+    two = run_comparison(p, ["constant", "norm_test"], [0.05, 0.02], jobs=2, progress=Count(2), **kw)
     assert one["rows"] == two["rows"] and one["tuning"] == two["tuning"] and one["stops"] == two["stops"]
+    # one tick per finished simulation: each family's grid, then each chosen point
+    for jobs in (1, 2):
+        assert len(counted[jobs]) == 4 and all(n == 1 for n, _ in counted[jobs])
+        assert sorted(last.split("×")[0] for _, last in counted[jobs]) == ["NormTest", "NormTest", "StageRule",
+                                                                           "StageRule"]
