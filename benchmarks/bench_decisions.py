@@ -160,26 +160,29 @@ def report(results, cfg, kinds, seeds, out):
           f"({results[(kinds[0], seeds[0])]['params']} parameters), τ = {tau}, b0 = {cfg['b0']}, δ = {cfg['delta']}, "
           f"γ = {cfg['gamma']}, η0 = {cfg['eta0']}, ε0 = {cfg['eps0']}, b_max = {cfg['b_max']}, "
           f"{cfg['train_sfo']} training SFO per run, seeds {seeds}, {cfg['threads']} thread(s)", file=out)
-    print(f"\n{'monitor':11} {'checks':>6} {'agree %':>7} {'false adv':>9} {'undecided':>9} {'meas SFO/exact':>14} "
-          f"{'wall/exact':>10}  transition lags in checks (stage: lag per seed)", file=out)
+    print(f"\n{'monitor':11} {'seeds':>5} {'checks':>6} {'agree %':>7} {'false adv':>9} {'undecided':>9} "
+          f"{'meas SFO/exact':>14} {'wall/exact':>10}  transition lags in checks (stage: lag per seed)", file=out)
     summary = {}
+    kinds = [k for k in kinds if any((k, s) in results for s in seeds)]      # a monitor without runs: no row
     for kind in kinds:
-        rows = [results[(kind, s)] for s in seeds]
+        kseeds = [s for s in seeds if (kind, s) in results]        # --report-only: the seeds this monitor has
+        rows = [results[(kind, s)] for s in kseeds]
         checks = [c for r in rows for c in r["checks"]]
         agree = 100.0 * sum(c["below"] == c["exact_below"] for c in checks) / max(len(checks), 1)
         false_adv = sum(c["event"] == "ADVANCED" and not c["exact_below"] for c in checks)
-        meas = mean([r["measure_sfo"] / max(results[("exact", s)]["measure_sfo"], 1) for r, s in zip(rows, seeds)])
-        wall = mean([r["wall"] / results[("exact", s)]["wall"] for r, s in zip(rows, seeds)])
+        meas = mean([r["measure_sfo"] / max(results[("exact", s)]["measure_sfo"], 1) for r, s in zip(rows, kseeds)])
+        wall = mean([r["wall"] / results[("exact", s)]["wall"] for r, s in zip(rows, kseeds)])
         stages = sorted({m for s in seeds for m in passed(results[("exact", s)], tau)}
                         | {m for r in rows for m in passed(r, tau)})
         lags = []
         for m in stages:
             per_seed = []
-            for r, s in zip(rows, seeds):
+            for r, s in zip(rows, kseeds):
                 mine, ref = passed(r, tau).get(m), passed(results[("exact", s)], tau).get(m)
                 per_seed.append("·" if mine is None or ref is None else f"{mine[0] - ref[0]:+d}")
             lags.append(f"{m}: {' '.join(per_seed)}")
-        print(f"{kind:11} {len(checks):6d} {agree:7.1f} {false_adv:9d} {sum(c['undecided'] for c in checks):9d} "
+        undecided = sum(c["undecided"] for c in checks)
+        print(f"{kind:11} {len(kseeds):5d} {len(checks):6d} {agree:7.1f} {false_adv:9d} {undecided:9d} "
               f"{fmt(meas, '14.3f')} {fmt(wall, '10.2f')}  {'; '.join(lags)}", file=out)
         summary[kind] = {"agree": agree, "false_adv": false_adv, "meas": meas, "lags": lags, "rows": rows}
     print("\ntotal SFO (training + measurement) at the transition past ε_m, ratio to the exact run's "
@@ -190,7 +193,7 @@ def report(results, cfg, kinds, seeds, out):
         ratios = []
         for m in stages:
             vals = []
-            for s in seeds:
+            for s in (s for s in seeds if (kind, s) in results):
                 mine, ref = passed(results[(kind, s)], tau).get(m), passed(results[("exact", s)], tau).get(m)
                 vals.append(None if mine is None or ref is None else mine[1] / ref[1])
             ratios.append(mean(vals))
@@ -241,6 +244,8 @@ def main(argv=None):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=CONFIG[key])
     parser.add_argument("--widths", default=",".join(map(str, CONFIG["widths"])))
     parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the runs kept in --raw (a monitor's row says how many seeds it has)")
     parser.add_argument("--raw", default=None,
                         help="append each finished run to this JSON-lines file; runs already there are not rerun")
     args = parser.parse_args(argv)
@@ -260,7 +265,7 @@ def main(argv=None):
     results = load_raw(args.raw, cfg)
     for seed in seeds:
         for kind in kinds:
-            if (kind, seed) in results:
+            if (kind, seed) in results or args.report_only:
                 continue
             t = time.perf_counter()
             results[(kind, seed)] = dict(run(kind, cfg, x, y, seed), params=params)
