@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import statistics
 import sys
 import time
@@ -121,7 +122,8 @@ def run(kind, cfg, x, y, seed):
                            eta0=cfg["eta0"], eps0=cfg["eps0"], delta=cfg["delta"], gamma=cfg["gamma"],
                            tau=cfg["tau"], b_max=cfg["b_max"])
     start = time.perf_counter()
-    while sched.state.samples < cfg["train_sfo"]:
+    diverged = None
+    while sched.state.samples < cfg["train_sfo"] and diverged is None:
         for xb, yb in loader:
             opt.zero_grad(set_to_none=True)
             if debiased is not None:
@@ -129,6 +131,9 @@ def run(kind, cfg, x, y, seed):
             else:
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
+            if not math.isfinite(float(loss)):        # training diverged (η grows ×γ a stage): the run ends here
+                diverged = int(sched.state.step) + 1
+                break
             opt.step()
             checks = len(beside.checks)
             sched.step(loss=loss)
@@ -137,7 +142,7 @@ def run(kind, cfg, x, y, seed):
             if sched.state.samples >= cfg["train_sfo"]:
                 break
     wall = time.perf_counter() - start - beside.beside_seconds      # the exact passes beside: not charged
-    return {"checks": beside.checks, "transitions": list(sched.transitions), "wall": wall,
+    return {"checks": beside.checks, "transitions": list(sched.transitions), "wall": wall, "diverged": diverged,
             "measure_sfo": int(sched.state.check_samples), "train_sfo": int(sched.state.samples)}
 
 
@@ -185,6 +190,10 @@ def report(results, cfg, kinds, seeds, out):
         print(f"{kind:11} {len(kseeds):5d} {len(checks):6d} {agree:7.1f} {false_adv:9d} {undecided:9d} "
               f"{fmt(meas, '14.3f')} {fmt(wall, '10.2f')}  {'; '.join(lags)}", file=out)
         summary[kind] = {"agree": agree, "false_adv": false_adv, "meas": meas, "lags": lags, "rows": rows}
+    ended = [f"{kind} seed {s} at step {results[(kind, s)]['diverged']}" for kind in kinds for s in seeds
+             if (kind, s) in results and results[(kind, s)].get("diverged")]
+    print("runs that diverged (a non-finite loss; the run ends there, its checks until then count): "
+          + ("; ".join(ended) if ended else "none"), file=out)
     print("\ntotal SFO (training + measurement) at the transition past ε_m, ratio to the exact run's "
           "(mean over the seeds where both runs passed ε_m; · none did)", file=out)
     stages = sorted({m for s in seeds for m in passed(results[("exact", s)], tau)})
@@ -271,7 +280,8 @@ def main(argv=None):
             results[(kind, seed)] = dict(run(kind, cfg, x, y, seed), params=params)
             r = results[(kind, seed)]
             print(f"[seed {seed}] {kind}: {len(r['checks'])} checks, {len(r['transitions'])} transitions, "
-                  f"{time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+                  f"{time.perf_counter() - t:.0f} s" + (f", diverged at step {r['diverged']}" if r["diverged"] else ""),
+                  file=sys.stderr, flush=True)
             if args.raw:
                 with open(args.raw, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps({"kind": kind, "seed": seed, "cfg": _jsonable(cfg), "result": r}) + "\n")
