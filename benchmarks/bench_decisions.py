@@ -131,7 +131,7 @@ def run(kind, cfg, x, y, seed):
             else:
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
-            if not math.isfinite(float(loss)):        # training diverged (η grows ×γ a stage): the run ends here
+            if not math.isfinite(float(loss.detach())):   # training diverged (η grows ×γ a stage): the run ends here
                 diverged = int(sched.state.step) + 1
                 break
             opt.step()
