@@ -342,7 +342,7 @@ class GradientAccumulator:
                 for g in grads:
                     g.div_(b)
             norm, loss = norm / b, loss / b
-        return float(torch.as_tensor(loss).detach()), norm * norm
+        return float(loss.detach() if isinstance(loss, torch.Tensor) else torch.as_tensor(loss)), norm * norm
 
     def backward(self, inputs, targets, *, denominator: int | None = None) -> torch.Tensor:
         """Replace ``loss_fn(model(inputs), targets).backward()``: add Σ S_j / D to ``.grad``.

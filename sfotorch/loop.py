@@ -311,7 +311,8 @@ class TrainingLoop:
         inputs, targets = (None, None) if batch is None else batch
         self.optimizer.zero_grad(set_to_none=True)
         for p in self.accumulator.params:          # also trainable parameters the optimizer does not hold
-            p.grad = None
+            if p.grad is not None:
+                p.grad = None
         hook, acc, own, before = None, None, None, None
         if self.on_micro_batch is not None:
             def hook(j, k, _t=t):

@@ -353,20 +353,23 @@ class ResizableLoader:
         self.samples_delivered += take
 
     def _iterate(self, generation: int):
-        if self._direct:
-            yield from self._iterate_direct(generation)
-        else:
-            yield from self._iterate_chunks(generation)
+        # one generator per path (no delegating frame): each batch is one resume
+        return self._iterate_direct(generation) if self._direct else self._iterate_chunks(generation)
+
+    def _end_iteration(self, generation: int) -> None:
         if generation == self._generation:
             self._finish_epoch()
 
     def _iterate_direct(self, generation: int):
-        order = self._order(self.epoch)
+        # π_e as a NumPy view of the cached permutation (no copy): slicing it and listing the
+        # slice costs far less per batch than slicing the tensor
+        order = self._order(self.epoch).numpy()
         while (take := self._take(generation)) is not None:
             p = self.position
             batch = _fetch(self.dataset, order[p:p + take].tolist(), self.collate_fn)
             self._deliver(take)
             yield batch
+        self._end_iteration(generation)
 
     def _iterate_chunks(self, generation: int):
         self._chunk_epoch = self.epoch
@@ -397,6 +400,7 @@ class ResizableLoader:
             pending_len -= take
             self._deliver(take)
             yield _concat(parts)
+        self._end_iteration(generation)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ POLICIES = {
 CHECK_ORDERS = ("after_update", "before_update")
 NONFINITE_ACTIONS = ("warn", "raise")
 _DEFAULT_B_MAX = 2**62
+_STALL_EVENTS = (Event.STALL_ADVANCED, Event.STALL_STOPPED, Event.STALL_WARNED)
 
 
 class NonFiniteError(FloatingPointError):
@@ -287,6 +288,8 @@ class StageScheduler:
 
     def _samples(self, samples) -> int:
         if samples is not None:
+            if type(samples) is int and samples >= 1:      # the training loop's count, every step
+                return samples
             return check_integer(samples, "samples", "StageScheduler.step", minimum=1)
         n = getattr(self.loader, "last_batch_len", 0) if self.loader is not None else 0
         return int(n) if n else int(self._state.batch_size)
@@ -328,13 +331,13 @@ class StageScheduler:
         self.last_norm = value if due else None
         checked = due and value is not None
         self.account.add(stage=int(st.stage), samples=samples, check_cost=cost, checked=checked)
-        if int(new.stage) != int(st.stage):
+        moved = int(new.stage) != int(st.stage)
+        if moved:
             self.transitions.append({"step": int(new.step), "event": event.name, "stage": int(new.stage),
                                      "b": int(new.batch_size), "eta": float(new.lr), "eps_m": float(new.eps_m),
                                      "samples": int(new.samples), "check_samples": int(new.check_samples)})
         self._apply()
-        stalled = event in (Event.STALL_ADVANCED, Event.STALL_STOPPED, Event.STALL_WARNED)
-        if self._log is not None and (due or stalled or int(new.stage) != int(st.stage)):
+        if self._log is not None and (due or moved or event in _STALL_EVENTS):
             record = self._record(st, new, event, value, monitor_name, due)
             if undecided:
                 record["undecided"] = True

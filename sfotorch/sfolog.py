@@ -64,7 +64,10 @@ class SFOAccount:
 
     def add(self, *, stage: int, samples: int, check_cost: int = 0, checked: bool = False) -> None:
         """Count one step of ``stage`` that used ``samples`` training samples and ``check_cost`` to measure."""
-        row = self._stages.setdefault(int(stage), dict.fromkeys(self._KEYS, 0))
+        m = int(stage)
+        row = self._stages.get(m)
+        if row is None:
+            row = self._stages[m] = dict.fromkeys(self._KEYS, 0)
         row["steps"] += 1
         row["checks"] += int(bool(checked))
         row["train"] += int(samples)

@@ -185,11 +185,15 @@ class ImageDataset(torch.utils.data.Dataset):
         if idx.dim() != 1 or idx.is_floating_point() or idx.dtype == torch.bool:
             fail("index", where, "a 1-D integer tensor", f"tensor(dtype={idx.dtype}, shape={tuple(idx.shape)})")
         idx = idx.to(dtype=torch.int64)
-        # the range check where the index already is (the host, for the sampler's indices): on a GPU
-        # it would cost two device→host syncs per batch
-        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
-            fail("index", where, f"in [-{n}, {n})", (int(idx.min()), int(idx.max())))
-        idx = torch.where(idx < 0, idx + n, idx)
+        # the range check where the index already is (the host, for the sampler's indices): one
+        # min/max reduction (on a GPU, one device→host wait); negative indices wrap only if present
+        if idx.numel():
+            low, high = torch.aminmax(idx)
+            low, high = int(low), int(high)
+            if low < -n or high >= n:
+                fail("index", where, f"in [-{n}, {n})", (low, high))
+            if low < 0:
+                idx = torch.where(idx < 0, idx + n, idx)
         # non_blocking only host → GPU (a GPU → host copy could be read before it lands)
         return idx.to(self.images.device, non_blocking=idx.device.type == "cpu")
 

@@ -266,11 +266,12 @@ def total_norm(tensors) -> float:
     by device and dtype (a fixed cost per step, timed by ``benchmarks/bench_train_throughput.py``);
     other lists go to it.
     """
-    tensors = list(tensors)
+    if not isinstance(tensors, list):
+        tensors = list(tensors)
     if not tensors:
         return 0.0
-    first = tensors[0]
-    if any(t.device != first.device or t.dtype != first.dtype for t in tensors):
+    dtype, device = tensors[0].dtype, tensors[0].device
+    if any(t.dtype != dtype or t.device != device for t in tensors):
         return float(torch.nn.utils.get_total_norm(tensors))
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors))))
 

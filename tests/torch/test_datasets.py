@@ -140,10 +140,23 @@ def test_dataloader_default_collate_gets_the_same_batch(cifar10_root):
     assert torch.equal(x, ex) and torch.equal(y, ey)
 
 
+def test_negative_indices_wrap_and_the_caller_index_is_left_as_it_was(cifar10_root):
+    data = load_dataset("cifar10", root=cifar10_root[0])
+    idx = torch.tensor([-1, 0, 5, -23])
+    x, y = data.get_batch(idx)
+    ex, ey = data.get_batch(torch.tensor([22, 0, 5, 0]))
+    assert torch.equal(x, ex) and torch.equal(y, ey)
+    assert idx.tolist() == [-1, 0, 5, -23]
+    plain = torch.tensor([3, 1, 4])                      # no negative index: gathered as given
+    assert torch.equal(data.get_batch(plain)[0], data[[3, 1, 4]][0]) and plain.tolist() == [3, 1, 4]
+
+
 def test_bad_indices_name_the_rule(cifar10_root):
     data = load_dataset("cifar10", root=cifar10_root[0])
     with pytest.raises(ParameterError, match=r"'index' parameter of ImageDataset.get_batch must be in \[-23, 23\)"):
         data[torch.tensor([0, 23])]
+    with pytest.raises(ParameterError, match=r"Got index=\(-24, 3\) instead"):   # the smallest and largest given
+        data[torch.tensor([3, -24, 0])]
     with pytest.raises(ParameterError, match=r"'index' .* must be a 1-D integer tensor"):
         data[torch.tensor([0.5])]
 

@@ -262,6 +262,19 @@ def test_sfo_counts_are_exact_with_short_final_batches():
     assert sum(r["checks"] for r in sched.account.per_stage()) == monitor.calls
 
 
+def test_samples_of_any_integer_type_count_and_others_are_refused_by_name():
+    import numpy as np
+    _, opt = sgd()
+    sched = StageScheduler(opt, "constant", b0=4, eta0=0.1)
+    sched.step(samples=4)
+    sched.step(samples=np.int64(3))
+    assert sched.state.samples == 7 and type(sched.state.samples) is int
+    for bad, rule_text in ((True, "an integer"), (2.0, "an integer"), (0, ">= 1")):
+        with pytest.raises(ParameterError, match=f"'samples' parameter of StageScheduler.step must be {rule_text}"):
+            sched.step(samples=bad)
+    assert sched.state.samples == 7
+
+
 # -- state dict ------------------------------------------------------------------------------------------------------
 
 def test_state_dict_round_trip_rebuilds_the_lr_and_the_loader_size():
