@@ -51,10 +51,10 @@ class BatchStatistics(NamedTuple):
     inner_var: np.ndarray
 
 
-def _reduce(dev, g, owner, starts, b):
-    """The statistics from the per-sample deviations ``dev`` = ∇f_i − g_B (rows own segments)."""
+def _reduce(dev, g, starts, b):
+    """The statistics from the per-sample deviations ``dev`` = ∇f_i − g_B (row r owns the b[r] from starts[r])."""
     ss = np.add.reduceat(np.einsum("sd,sd->s", dev, dev), starts)
-    proj = np.einsum("sd,sd->s", dev, g[owner])
+    proj = np.einsum("sd,sd->s", dev, np.repeat(g, b, axis=0))
     ip = np.add.reduceat(proj * proj, starts)
     dof = np.where(b > 1, b - 1, np.nan)
     return BatchStatistics(grad_sq=np.einsum("kd,kd->k", g, g), trace_var=ss / dof, inner_var=ip / dof)
@@ -86,18 +86,13 @@ def statistics_from_indices(problem: GLMFiniteSum, theta, b, idx) -> tuple[np.nd
     """
     theta = np.asarray(theta, dtype=float)
     b = np.asarray(b, dtype=np.int64)
-    k = theta.shape[0]
     starts = np.cumsum(b) - b
-    owner = np.repeat(np.arange(k), b)
-    xs = problem.X[idx]
-    z = np.einsum("sd,sd->s", xs, theta[owner])
-    _, dl = problem.link(z, problem.y[idx])
-    xs *= dl[:, None]                              # the data part of ∇f_i; the ridge term λθ is common
-    g = np.add.reduceat(xs, starts, axis=0)
+    dev = problem.data_gradients_from_indices(theta, b, idx)     # ∇f_i less the ridge term λθ, common to all
+    g = np.add.reduceat(dev, starts, axis=0)
     g /= b[:, None]
-    dev = xs - g[owner]                            # ∇f_i − g_B: the ridge term cancels
+    dev -= np.repeat(g, b, axis=0)                 # ∇f_i − g_B: the ridge term cancels
     g += problem.ridge * theta
-    return g, _reduce(dev, g, owner, starts, b)
+    return g, _reduce(dev, g, starts, b)
 
 
 def _finite_sum(problem: GLMFiniteSum, theta, b, rng, sampler, rows, where):
@@ -148,14 +143,13 @@ def _quadratic(problem: NoisyQuadratic, theta, b, rng, sampler, where):
         sl = slice(start, stop)
         bb = b[sl]
         starts = np.cumsum(bb) - bb
-        owner = np.repeat(np.arange(stop - start), bb)
         xi = rng.standard_normal((int(bb.sum()), problem.dim))
         xi *= problem.noise_sd
         mean = np.add.reduceat(xi, starts, axis=0)
         mean /= bb[:, None]
-        dev = xi - mean[owner]
+        dev = xi - np.repeat(mean, bb, axis=0)
         g[sl] = theta[sl] * problem.eigenvalues + mean
-        parts.append(_reduce(dev, g[sl], owner, starts, bb))
+        parts.append(_reduce(dev, g[sl], starts, bb))
         start = stop
     return g, BatchStatistics(*(np.concatenate(col) for col in zip(*parts)))
 

@@ -43,6 +43,7 @@ draws wherever their batch sizes agree), and nothing depends on how many process
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import NamedTuple
@@ -57,7 +58,7 @@ from .simulate_policies import PolicyResult, simulate_policies
 from .validation import check_in_range, check_integer, check_positive, fail
 
 __all__ = ["Measured", "Passage", "Traces", "bootstrap_weights", "complete_traces", "mean_passage", "measure_groups",
-           "pick_tuned", "run_comparison", "simulate_groups"]
+           "pick_tuned", "process_pool", "run_comparison", "simulate_groups"]
 
 #: the statistics of the training batch (per-sample gradients) a policy may read
 BATCH_STATISTICS = ("grad_sq", "trace_var", "inner_var")
@@ -196,7 +197,19 @@ def _simulate_group(problem, policies, kwargs):
     return res, time.process_time() - c0
 
 
-def simulate_groups(problem: Problem, groups, *, jobs: int = 1, progress=None, **kwargs):
+def process_pool(jobs: int):
+    """The pool :func:`simulate_groups` runs its simulations in: ``jobs`` spawned processes.
+
+    Spawned, not forked (the parent may hold threads); each process imports the package once,
+    so :func:`run_comparison` keeps one pool for both of its phases.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+
+
+def simulate_groups(problem: Problem, groups, *, jobs: int = 1, progress=None, pool=None, **kwargs):
     """One simulation per group of policies (a family's grid, or one chosen policy), in ``jobs`` processes.
 
     The groups are fixed by the caller, not by ``jobs``, so the results do not depend on how
@@ -206,18 +219,17 @@ def simulate_groups(problem: Problem, groups, *, jobs: int = 1, progress=None, *
     (the costlier ones) are started first. Returns ``(results, cpu)``: one
     :class:`~sfotheory.simulate_policies.PolicyResult` per group, in order, and the CPU seconds
     of the simulations. ``progress`` (a :class:`~sfotheory.progress.Progress`) counts finished groups.
+    ``pool``: a :func:`process_pool` to run them in (default: one of ``jobs`` processes, for this call).
     """
     groups = [list(g) for g in groups]
     tasks = [(problem, g, kwargs) for g in groups]
     order = sorted(range(len(tasks)), key=lambda i: (-any(_reads_batch(p) for p in groups[i]), -len(groups[i]), i))
     if jobs > 1 and len(tasks) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         from concurrent.futures import as_completed
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)),
-                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+        with contextlib.ExitStack() as stack:
+            if pool is None:
+                pool = stack.enter_context(process_pool(min(jobs, len(tasks))))
             futures = {pool.submit(_simulate_group, *tasks[i]): i for i in order}
             done = {}
             for fut in as_completed(futures):
@@ -305,28 +317,30 @@ def run_comparison(problem: Problem, families, eps, *, replicates: int = 64, tun
     common = dict(eps=ctx.eps_min, max_steps=max_steps, budget=ctx.budget, observe_every=observe_every,
                   threads=threads)
 
-    t0 = time.perf_counter()
-    parts, tune_cpu = simulate_groups(problem, [[c.policy for c in grid[f]] for f in families], jobs=jobs,
-                                      replicates=R_tune, seed=seed + 1, progress=progress, **common)
-    tune_wall = time.perf_counter() - t0
-    tm = measure_groups(parts, eps_list, np.ones((1, R_tune)))
-    tuning, chosen, start = {}, [], 0
-    for f in families:
-        k = len(grid[f])
-        sl = slice(start, start + k)
-        pick, eps_tune, rule = pick_tuned(eps_list, tm.passage.sfo[:, sl, 0], tm.passage.steps[:, sl, 0], tm.floor[sl])
-        tuning[f] = {"chosen": pick, "eps_tune": eps_tune, "rule": rule, "candidates": [
-            {**c.to_dict(), "steps": tm.passage.steps[:, start + i, 0].tolist(),
-             "sfo": tm.passage.sfo[:, start + i, 0].tolist(), "measured": tm.passage.measured[:, start + i, 0].tolist(),
-             "floor": float(tm.floor[start + i])}
-            for i, c in enumerate(grid[f])]}
-        chosen.append(grid[f][pick])
-        start += k
+    with process_pool(jobs) if jobs > 1 else contextlib.nullcontext() as pool:     # one pool, both phases
+        t0 = time.perf_counter()
+        parts, tune_cpu = simulate_groups(problem, [[c.policy for c in grid[f]] for f in families], jobs=jobs,
+                                          replicates=R_tune, seed=seed + 1, progress=progress, pool=pool, **common)
+        tune_wall = time.perf_counter() - t0
+        tm = measure_groups(parts, eps_list, np.ones((1, R_tune)))
+        tuning, chosen, start = {}, [], 0
+        for f in families:
+            k = len(grid[f])
+            sl = slice(start, start + k)
+            pick, eps_tune, rule = pick_tuned(eps_list, tm.passage.sfo[:, sl, 0], tm.passage.steps[:, sl, 0],
+                                              tm.floor[sl])
+            tuning[f] = {"chosen": pick, "eps_tune": eps_tune, "rule": rule, "candidates": [
+                {**c.to_dict(), "steps": tm.passage.steps[:, start + i, 0].tolist(),
+                 "sfo": tm.passage.sfo[:, start + i, 0].tolist(),
+                 "measured": tm.passage.measured[:, start + i, 0].tolist(), "floor": float(tm.floor[start + i])}
+                for i, c in enumerate(grid[f])]}
+            chosen.append(grid[f][pick])
+            start += k
 
-    t0 = time.perf_counter()
-    parts, eval_cpu = simulate_groups(problem, [[c.policy] for c in chosen], jobs=jobs, replicates=R, seed=seed,
-                                      progress=progress, **common)
-    eval_wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        parts, eval_cpu = simulate_groups(problem, [[c.policy] for c in chosen], jobs=jobs, replicates=R, seed=seed,
+                                          progress=progress, pool=pool, **common)
+        eval_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = measure_groups(parts, eps_list, bootstrap_weights(R, resamples, seed))
     a = (1.0 - confidence) / 2

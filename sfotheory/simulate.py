@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -269,9 +270,28 @@ def schedule_sequence(schedules, steps: int):
     return b, lr
 
 
+# -- BLAS threads ---------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """Run numpy's BLAS on one thread inside the block (threadpoolctl); the count is restored after.
+
+    The simulators' matrix products are small (rows × n × d: θXᵀ and ℓ'X of an observation); on
+    several threads a BLAS gains little on them, and its workers spin after each call, taking the
+    cores that the Gaussian generator's threads and the other processes of ``sfo compare --jobs``
+    need. A product's entries do not depend on the thread count (tests/theory/test_simulate.py
+    checks it bit for bit), so neither do the results. Usable as a decorator.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 # -- the simulator ----------------------------------------------------------------------------------------
 
 @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported (stop_reason), not warned about
+@_one_blas_thread()
 def simulate(problem: Problem, schedules, *, eps: float, replicates: int = 1, seed: int = 0,
              max_steps: int = 10_000, budget: int | None = None, budget_counts: str = "training",
              variance: VarianceModel | None = None, monitor="exact", observe_every: int = 1,

@@ -19,7 +19,9 @@ All R·C runs are rows of one array θ (row p = r·C + c for replicate r and pol
 is one oracle call on all rows (the mini-batch gradient and, when some policy reads them,
 the batch statistics, computed for every row so that a row's randomness does not depend on
 which other policies run), one exact observation, and one ``step`` per policy on its rows
-(vectorised over its replicates). Per policy:
+(vectorised over its replicates; the stage-rule policies that share a check order take theirs
+in one call of the rule, on their schedules stacked row by row, as :func:`~sfotheory.simulate.simulate`
+runs them). Per policy:
 
 * batch statistics (‖g_B‖², tr Σ̂, V̂_ip) are those of the step's own batch at θ_t, unbiased
   as :mod:`sfotheory.batch_statistics` states, and charged nothing: they reuse the batch;
@@ -57,7 +59,9 @@ from .batch_statistics import minibatch_statistics
 from .constants import VarianceModel, WithoutReplacement, WithReplacement
 from .policies import Policy, StageRule, Statistics, check_due, initial_state, policy_from_dict, step
 from .problems import GLMFiniteSum, NoisyQuadratic, Problem, StepRandom, make_sampler
-from .rule import Schedule
+from .rule import Schedule, stack_schedules
+from .rule import advance as rule_advance
+from .rule import check_due as rule_check_due
 from .simulate import (
     _DIVERGED,
     STOP_REASONS,
@@ -65,7 +69,9 @@ from .simulate import (
     _checked_numbers,
     _measure,
     _monitor_cost,
+    _one_blas_thread,
     _Rows,
+    _rows_schedule,
 )
 from .validation import check_choice, fail
 
@@ -122,64 +128,110 @@ class _RowView(NamedTuple):
     stopped: np.ndarray
 
 
+def _units(policies: list) -> list[tuple[tuple, bool]]:
+    """The configurations advanced together, as (configurations, stacked): the stage-rule policies with the same
+    check order and the same statistics (a norm or none) form one stacked unit, advanced by the rule on their
+    schedules stacked row by row; every other policy is a unit of its own, advanced by ``step``."""
+    units, shared = [], {}
+    for c, p in enumerate(policies):
+        if isinstance(p, StageRule):
+            key = (p.check_order, p.needs().statistics)
+            if key in shared:
+                units[shared[key]][0].append(c)
+                continue
+            shared[key] = len(units)
+        units.append(([c], isinstance(p, StageRule)))
+    return [(tuple(configs), stacked) for configs, stacked in units]
+
+
 class _PolicyRows(_Rows):
     """The rows of :class:`~sfotheory.simulate._Rows`, each driven by its configuration's policy.
 
-    ``cfg`` holds the working rows' configuration index; ``states[c]`` is policy c's state over its
-    working rows (in working order) and ``st`` the merged view of their common fields.
+    ``cfg`` holds the working rows' configuration index. The configurations are advanced in units
+    (:func:`_units`): ``states[u]`` is unit u's state over its working rows ``rows[u]`` (in working
+    order) and ``st`` the merged view of the common fields. A unit of stage-rule policies is one call
+    of :func:`sfotheory.rule.advance` on its schedules stacked row by row (``schedules[u]``), as
+    :func:`sfotheory.simulate.simulate` runs them: the rule's array arithmetic element by element,
+    so each row gets the numbers that ``step`` on its own policy gives, for one call instead of
+    one per policy; any other unit is one ``step`` of its policy (``schedules[u]`` is None).
     """
 
     def __init__(self, problem: Problem, policies: list, row_cfg: np.ndarray, th: np.ndarray, keep_trace: bool):
         self.policies = policies
         self.needs = [p.needs() for p in policies]
+        units = _units(policies)
+        self.units = [configs for configs, _ in units]
+        self.unit_of = np.empty(len(policies), dtype=np.int64)
+        for u, configs in enumerate(self.units):
+            self.unit_of[list(configs)] = u
         self.cfg = row_cfg
-        self.states = [initial_state(p, shape=(int(np.sum(row_cfg == c)),)) for c, p in enumerate(policies)]
         self._index()
+        self.states, self.schedules = [], []
+        for u, (configs, stacked) in enumerate(units):
+            cfg = self.cfg[self.rows[u]]
+            own = {c: initial_state(policies[c], shape=(int(np.sum(cfg == c)),)) for c in configs}
+            first = own[configs[0]]
+            cols = [np.empty(cfg.size, dtype=v.dtype) for v in first]
+            for c in configs:
+                for col, v in zip(cols, own[c]):
+                    col[cfg == c] = v
+            self.states.append(type(first)(*cols))
+            self.schedules.append(_rows_schedule(stack_schedules([policies[c].schedule for c in configs]),
+                                                 np.searchsorted(np.asarray(configs), cfg)) if stacked else None)
         super().__init__(problem, None, th, keep_trace, st=self._merged())
 
     def _index(self):
-        self.idx = [np.flatnonzero(self.cfg == c) for c in range(len(self.policies))]
+        self.rows = [np.flatnonzero(self.unit_of[self.cfg] == u) for u in range(len(self.units))]
+        self.reads_norm = self.mask(lambda n: "full_norm" in n.statistics)
+        self.before = self.mask(lambda n: n.order == "before_update")
 
     def _merged(self) -> _RowView:
         size = self.cfg.size
         cols = {f: np.empty(size, dtype=dt) for f, dt in zip(_RowView._fields, (np.int64, np.int64, float, np.int64,
                                                                                  np.int64, np.int64, bool))}
-        for c, idx in enumerate(self.idx):
+        for rows, state in zip(self.rows, self.states):
             for f, col in cols.items():
-                col[idx] = getattr(self.states[c], f)
+                col[rows] = getattr(state, f)
         return _RowView(**cols)
 
     def mask(self, predicate) -> np.ndarray:
         """Working rows whose policy satisfies ``predicate(needs)``."""
-        keep = np.zeros(self.cfg.size, dtype=bool)
-        for c, idx in enumerate(self.idx):
-            if predicate(self.needs[c]):
-                keep[idx] = True
-        return keep
+        return np.array([bool(predicate(n)) for n in self.needs], dtype=bool)[self.cfg]
 
     def due(self) -> np.ndarray:
         """Working rows whose policy reads its statistics on the step about to be counted."""
         out = np.zeros(self.cfg.size, dtype=bool)
-        for c, idx in enumerate(self.idx):
-            if idx.size and self.needs[c].statistics:
-                out[idx] = check_due(self.policies[c], self.states[c])
+        for u, rows in enumerate(self.rows):
+            c = self.units[u][0]
+            if rows.size and self.needs[c].statistics:
+                schedule = self.schedules[u]
+                out[rows] = (rule_check_due(schedule, self.states[u]) if schedule is not None
+                             else check_due(self.policies[c], self.states[u]))
         return out
 
     def advance(self, order: str, b, batch, norm, finite, monitor_cost: int, population: float) -> None:
-        """One ``step`` of every policy whose step runs at ``order``, on its rows; refreshes the view."""
+        """One ``step`` of every unit whose step runs at ``order``, on its rows; refreshes the view."""
         nan = math.nan
-        for c, idx in enumerate(self.idx):
+        for u, rows in enumerate(self.rows):
+            c = self.units[u][0]
             needs = self.needs[c]
-            if needs.order != order or idx.size == 0:
+            if needs.order != order or rows.size == 0:
+                continue
+            full_norm = norm[rows] if norm is not None else nan
+            if self.schedules[u] is not None:       # what StageRule.advance passes the rule, for the unit's rows
+                norm_or_none = full_norm if "full_norm" in needs.statistics else None
+                with np.errstate(invalid="ignore", over="ignore", divide="ignore"):     # as step() runs it
+                    self.states[u], _ = rule_advance(self.schedules[u], self.states[u], b[rows], norm=norm_or_none,
+                                                     check_cost=needs.check_cost(monitor_cost), finite=finite[rows])
                 continue
             stats = Statistics(
-                samples=b[idx],
-                grad_sq=batch.grad_sq[idx] if batch is not None else nan,
-                trace_var=batch.trace_var[idx] if batch is not None else nan,
-                inner_var=batch.inner_var[idx] if batch is not None else nan,
-                full_norm=norm[idx] if norm is not None else nan,
-                check_cost=needs.check_cost(monitor_cost), population=population, finite=finite[idx])
-            self.states[c], _ = step(self.policies[c], self.states[c], stats)
+                samples=b[rows],
+                grad_sq=batch.grad_sq[rows] if batch is not None else nan,
+                trace_var=batch.trace_var[rows] if batch is not None else nan,
+                inner_var=batch.inner_var[rows] if batch is not None else nan,
+                full_norm=full_norm, check_cost=needs.check_cost(monitor_cost), population=population,
+                finite=finite[rows])
+            self.states[u], _ = step(self.policies[c], self.states[u], stats)
         self.st = self._merged()
 
     def checked(self, due: np.ndarray, old_stage: np.ndarray) -> None:
@@ -205,9 +257,11 @@ class _PolicyRows(_Rows):
             self.trace["sfo"][-1][self.W] = self.st.samples
 
     def compact(self, keep: np.ndarray, loss: np.ndarray, norm: np.ndarray):
-        for c, idx in enumerate(self.idx):
-            kept = keep[idx]
-            self.states[c] = type(self.states[c])(*(np.asarray(v)[kept] for v in self.states[c]))
+        for u, rows in enumerate(self.rows):
+            kept = keep[rows]
+            self.states[u] = type(self.states[u])(*(np.asarray(v)[kept] for v in self.states[u]))
+            if self.schedules[u] is not None:
+                self.schedules[u] = _rows_schedule(self.schedules[u], np.flatnonzero(kept))
         self.W, self.th, self.cfg = self.W[keep], self.th[keep], self.cfg[keep]
         self._index()
         self.st = self._merged()
@@ -252,6 +306,7 @@ def _validate(problem, policies, variance, allow_unstable, where):
 # -- the simulator ----------------------------------------------------------------------------------------
 
 @np.errstate(over="ignore", invalid="ignore")  # a diverging run is reported (stop_reason), not warned about
+@_one_blas_thread()
 def simulate_policies(problem: Problem, policies, *, eps: float, replicates: int = 1, seed: int = 0,
                       max_steps: int = 10_000, budget: int | None = None, budget_counts: str = "training",
                       variance: VarianceModel | None = None, monitor="exact", observe_every: int = 1,
@@ -310,8 +365,7 @@ def simulate_policies(problem: Problem, policies, *, eps: float, replicates: int
             g, batch = problem.minibatch_grad(run.th, b, rng, sampler=sampler, rows=run.W), None
         finite = np.all(np.isfinite(g), axis=1)
         due = run.due()
-        reads_norm = run.mask(lambda n: "full_norm" in n.statistics)
-        before = run.mask(lambda n: n.order == "before_update")
+        reads_norm, before = run.reads_norm, run.before
         old_stage = st.stage.copy()
         lr = st.lr.copy()
         if before.any():

@@ -205,7 +205,14 @@ class StepRandom:
 
     def __init__(self, seed: int, step: int, *, blocks: int = 2, threads: int = 1):
         self.seed, self.step, self.blocks, self.threads = int(seed), int(step), int(blocks), int(threads)
-        self._gens = [np.random.default_rng([self.seed, self.step, j]) for j in range(self.blocks)]
+        self._gens = [None] * self.blocks
+
+    def _gen(self, j: int) -> np.random.Generator:
+        """Block j's generator, made on first use (a step that draws only indices never seeds block 1)."""
+        g = self._gens[j]
+        if g is None:
+            g = self._gens[j] = np.random.default_rng([self.seed, self.step, j])
+        return g
 
     @classmethod
     def _executor(cls, threads: int):
@@ -221,10 +228,10 @@ class StepRandom:
         if out.size == 0:
             return out
         if out.ndim == 1:
-            self._gens[0].standard_normal(out=out, dtype=dtype)
+            self._gen(0).standard_normal(out=out, dtype=dtype)
             return out
         edges = np.linspace(0, shape[0], self.blocks + 1).astype(int)
-        parts = [(g, out[lo:hi]) for g, lo, hi in zip(self._gens, edges[:-1], edges[1:]) if hi > lo]
+        parts = [(self._gen(j), out[lo:hi]) for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])) if hi > lo]
         if self.threads > 1 and out.size >= 65536 and len(parts) > 1:
             list(self._executor(self.threads).map(lambda p: p[0].standard_normal(out=p[1], dtype=dtype), parts))
         else:
@@ -233,10 +240,10 @@ class StepRandom:
         return out
 
     def integers(self, *args, **kwargs):
-        return self._gens[0].integers(*args, **kwargs)
+        return self._gen(0).integers(*args, **kwargs)
 
     def permuted(self, *args, **kwargs):
-        return self._gens[0].permuted(*args, **kwargs)
+        return self._gen(0).permuted(*args, **kwargs)
 
     def random(self, *args, **kwargs):
-        return self._gens[0].random(*args, **kwargs)
+        return self._gen(0).random(*args, **kwargs)

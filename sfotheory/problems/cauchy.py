@@ -64,6 +64,14 @@ class CauchyRegression(GLMFiniteSum):
         self.sigma2_region = "all of R^d (|rho'| <= c/2)"
 
     def link(self, z, y):
-        r = z - y
-        q = 1.0 + (r / self.c) ** 2
+        r, q = self._residual(z, y)
         return 0.5 * self.c**2 * np.log(q), r / q
+
+    def link_derivative(self, z, y):
+        r, q = self._residual(z, y)
+        return r / q
+
+    def _residual(self, z, y):
+        """(r, 1 + r²/c²) with r = z − y."""
+        r = z - y
+        return r, 1.0 + (r / self.c) ** 2

@@ -44,7 +44,8 @@ def make_features(n: int, d: int, kappa: float, rng: np.random.Generator) -> np.
 
 
 class GLMFiniteSum(Problem):
-    """Base class of the finite-sum problems; subclasses define :meth:`link`."""
+    """Base class of the finite-sum problems; subclasses define :meth:`link` (and :meth:`link_derivative`, which
+    the gradients use, when ℓ' alone is cheaper than (ℓ, ℓ'))."""
 
     chunk_elements = 1 << 22
 
@@ -60,6 +61,10 @@ class GLMFiniteSum(Problem):
         """(ℓ(z, y), ℓ'(z, y)) element-wise."""
         raise NotImplementedError
 
+    def link_derivative(self, z, y):
+        """ℓ'(z, y) element-wise, the same numbers as ``link(z, y)[1]``: all that a gradient needs."""
+        return self.link(z, y)[1]
+
     # -- exact quantities ----------------------------------------------------------------------------
     def observe(self, theta):
         theta = self._check_theta(theta, f"{type(self).__name__}.observe")
@@ -74,26 +79,28 @@ class GLMFiniteSum(Problem):
 
     def grad(self, theta):
         theta = self._check_theta(theta, f"{type(self).__name__}.grad")
-        _, dl = self.link(theta @ self.X.T, self.y)
+        dl = self.link_derivative(theta @ self.X.T, self.y)
         return dl @ self.X / self.n + self.ridge * theta
 
     def per_sample_grads(self, theta):
         """∇f_i(θ) for every i, shape (..., n, d) (for tests; memory n·d per row)."""
         theta = self._check_theta(theta, f"{type(self).__name__}.per_sample_grads")
-        _, dl = self.link(theta @ self.X.T, self.y)
+        dl = self.link_derivative(theta @ self.X.T, self.y)
         return dl[..., :, None] * self.X + self.ridge * theta[..., None, :]
 
     # -- stochastic oracles --------------------------------------------------------------------------
+    def data_gradients_from_indices(self, theta, b, idx):
+        """ℓ'(x_iᵀθ, y_i) x_i for every entry i of the flat index array ``idx``, shape (Σ b, d): the per-sample
+        gradients less the ridge term λθ, which every sample of a row shares (row r owns b[r] entries)."""
+        # X.take and np.repeat give the numbers of X[idx] and θ[owner] (owner: each entry's row), faster
+        xs = self.X.take(idx, axis=0)
+        z = np.einsum("sd,sd->s", xs, np.repeat(theta, b, axis=0))
+        xs *= self.link_derivative(z, self.y.take(idx))[:, None]
+        return xs
+
     def batch_grad_from_indices(self, theta, b, idx):
         """Mean of ∇f_i over each row's segment of the flat index array ``idx`` (row r owns b[r] entries)."""
-        k = theta.shape[0]
-        starts = np.cumsum(b) - b
-        owner = np.repeat(np.arange(k), b)
-        xs = self.X[idx]
-        z = np.einsum("sd,sd->s", xs, theta[owner])
-        _, dl = self.link(z, self.y[idx])
-        xs *= dl[:, None]
-        g = np.add.reduceat(xs, starts, axis=0)
+        g = np.add.reduceat(self.data_gradients_from_indices(theta, b, idx), np.cumsum(b) - b, axis=0)
         g /= b[:, None]
         g += self.ridge * theta
         return g

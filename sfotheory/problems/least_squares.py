@@ -76,5 +76,8 @@ class LeastSquares(GLMFiniteSum):
         self.sigma2_region = f"ball ||theta - theta*|| <= R = {self.radius:.6g} ({radius_factor:g} ||theta0 - theta*||)"
 
     def link(self, z, y):
-        r = z - y
+        r = self.link_derivative(z, y)
         return 0.5 * r * r, r
+
+    def link_derivative(self, z, y):
+        return z - y

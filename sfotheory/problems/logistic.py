@@ -68,7 +68,10 @@ class Logistic(GLMFiniteSum):
         self.sigma2_region = "all of R^d (|s(z) - y| < 1)"
 
     def link(self, z, y):
-        return np.logaddexp(0.0, z) - y * z, expit(z) - y
+        return np.logaddexp(0.0, z) - y * z, self.link_derivative(z, y)
+
+    def link_derivative(self, z, y):
+        return expit(z) - y
 
     def _newton(self, iters: int = 100) -> np.ndarray:
         theta = self.theta0.copy()

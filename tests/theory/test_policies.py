@@ -312,6 +312,36 @@ def test_the_simulator_runs_algorithm_2_exactly_as_simulate_does(order):
     assert b.final_stage.min() >= 1
 
 
+def test_stage_rules_advanced_together_give_the_run_one_step_per_policy_gives(monkeypatch):
+    # The simulator advances the stage-rule policies of one check order in one call of the rule, on their schedules
+    # stacked row by row; forcing one `step` per policy (the interface itself) must give the same run, bit for bit.
+    import importlib
+
+    p = make_problem("least_squares", n=300, dim=5, seed=0)
+
+    def adaptive(eps0, tau, **kw):
+        return rule.adaptive_exponential(b0=4, eta0=0.3 / p.L, eps0=eps0, delta=2, gamma=1.4, tau=tau, b_max=256,
+                                         eta_max=1 / p.L, **kw)
+
+    policies = [StageRule(adaptive(0.5, 3), check_order="before_update"), NormTest(b0=4, eta0=0.2 / p.L, b_max=256),
+                StageRule(adaptive(0.3, 5)), StageRule(adaptive(0.2, 2), check_order="before_update"),
+                StageRule(rule.periodic(b0=4, eta0=0.3 / p.L, delta=2, gamma=1.4, period=7, b_max=256,
+                                        eta_max=1 / p.L)),
+                StageRule(rule.cosine(b0=16, eta0=1 / p.L, horizon=60), check_order="before_update"),
+                StageRule(adaptive(0.4, 4, stall_limit=20, stall_action="advance")),
+                StageRule(rule.constant(b0=8, eta0=0.5 / p.L))]
+    kw = dict(eps=0.02, replicates=3, seed=11, max_steps=150, observe_every=2, stop_at_hit=False)
+    together = simulate_policies(p, policies, **kw)
+    module = importlib.import_module("sfotheory.simulate_policies")
+    monkeypatch.setattr(module, "_units", lambda ps: [((c,), False) for c in range(len(ps))])
+    alone = simulate_policies(p, policies, **kw)
+    for f in ("hit_step", "steps", "sfo", "check_sfo", "checks", "final_stage", "final_batch_size", "final_lr",
+              "final_norm", "transition_step", "transition_sfo", "trace_norm", "trace_loss", "trace_sfo",
+              "stop_reason", "min_norm", "sigma2_max"):
+        np.testing.assert_array_equal(getattr(together, f), getattr(alone, f), err_msg=f)
+    assert together.final_stage.max() >= 4 and (together.checks[:, 0] > 0).all()    # the rules did move and check
+
+
 def test_every_policy_runs_in_one_array_computation_with_its_own_accounting():
     p = make_problem("least_squares", n=400, dim=5, seed=0)
     adaptive = rule.adaptive_exponential(b0=8, eta0=0.2, eps0=0.5, delta=2, gamma=1.2, tau=10, b_max=400,

@@ -202,3 +202,20 @@ def test_batch_larger_than_n_without_replacement_is_refused():
     sampler = make_sampler(p, WithoutReplacement(p.n), rows=1, seed=0)
     with pytest.raises(ParameterError, match=r"batch_size.*<= n = 150"):
         p.minibatch_grad(np.zeros((1, p.dim)), np.array([151]), np.random.default_rng(0), sampler=sampler)
+
+
+@pytest.mark.parametrize("name", FINITE)
+def test_link_derivative_is_the_links_derivative_bit_for_bit(name):
+    p = make_problem(name, **SMALL[name], seed=1)
+    z = 3.0 * np.random.default_rng(0).standard_normal(400)
+    y = p.y[np.arange(400) % p.n]
+    np.testing.assert_array_equal(p.link_derivative(z, y), p.link(z, y)[1])
+
+
+def test_step_random_draws_are_those_of_the_seed_step_block_generators():
+    r = StepRandom(5, 9, threads=2)
+    x = r.standard_normal((300, 400))                # 120 000 numbers: filled on two threads
+    np.testing.assert_array_equal(x[:150], np.random.default_rng([5, 9, 0]).standard_normal((150, 400)))
+    np.testing.assert_array_equal(x[150:], np.random.default_rng([5, 9, 1]).standard_normal((150, 400)))
+    np.testing.assert_array_equal(StepRandom(5, 9).integers(0, 10, size=7),
+                                  np.random.default_rng([5, 9, 0]).integers(0, 10, size=7))

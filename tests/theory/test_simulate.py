@@ -153,6 +153,27 @@ def test_same_seed_same_result_and_thread_count_does_not_matter():
     np.testing.assert_array_equal(a.trace_norm, b.trace_norm)
 
 
+def test_the_simulators_single_blas_thread_computes_the_same_products_and_is_restored():
+    from threadpoolctl import threadpool_info
+
+    from sfotheory.simulate import _one_blas_thread
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    rng = np.random.default_rng(0)
+    theta, X = rng.standard_normal((600, 20)), rng.standard_normal((1000, 20))   # big enough for threaded BLAS
+    before = blas_threads()
+    assert before, "numpy's BLAS is not seen by threadpoolctl"
+    outside = (theta @ X.T, (theta @ X.T) @ X)
+    with _one_blas_thread():
+        assert all(n == 1 for n in blas_threads())
+        inside = (theta @ X.T, (theta @ X.T) @ X)
+    for a, b in zip(inside, outside):
+        np.testing.assert_array_equal(a, b)
+    assert blas_threads() == before
+
+
 def test_bad_input_messages_name_the_value():
     q = quad()
     with pytest.raises(ParameterError, match=r"'eta0'.*< 2/L = 2 for problem 'quadratic'.*Got eta0=2\.5"):
