@@ -496,7 +496,7 @@ def _ci(lo, hi) -> str:
 def _pm(mean, half, spec=".3f") -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    return f"{mean:{spec}}" + ("" if half is None else f" ± {half:{spec}}")
+    return f"{mean:{spec}}" + ("" if half is None else f" ± {half:{spec.lstrip('+')}}")
 
 
 def setup_line(cfg: dict, runs: dict, policies, seeds) -> str:
