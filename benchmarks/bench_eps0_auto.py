@@ -60,7 +60,8 @@ def run(setup: dict, eps0, seed: int) -> dict:
     cfg = load_config(CONFIG, [f"data.subset={setup['subset']}", f"schedule.tau={setup['tau']}",
                                f"schedule.eps0={eps0!r}" if eps0 != "auto" else "schedule.eps0=auto",
                                f"train.max_samples={setup['train_samples']}", "train.epochs=0",
-                               f"run.threads={THREADS}", "run.device=cpu", "eval.test_subset=1000"])
+                               f"run.threads={THREADS}", "run.device=cpu", "eval.test_subset=1000",
+                               "monitor.kind=exact"])     # the exact decisions, whatever the config's default
     env = resolve_device(cfg)
     records: list = []
     t0 = time.perf_counter()
