@@ -88,7 +88,7 @@ class Beside:
         t = time.perf_counter()
         exact = m.norm if self.monitor is self.exact else self.exact.measure().norm
         self.beside_seconds += time.perf_counter() - t
-        self.checks.append({"eps_m": eps_m, "norm": m.norm, "below": m.decides_below(eps_m),
+        self.checks.append({"eps_m": eps_m, "norm": m.norm, "below": m.decides_below(eps_m), "cost": int(m.cost),
                             "exact_norm": exact, "exact_below": exact <= eps_m, "undecided": m.undecided})
         return m
 
@@ -190,6 +190,14 @@ def report(results, cfg, kinds, seeds, out):
         print(f"{kind:11} {len(kseeds):5d} {len(checks):6d} {agree:7.1f} {false_adv:9d} {undecided:9d} "
               f"{fmt(meas, '14.3f')} {fmt(wall, '10.2f')}  {'; '.join(lags)}", file=out)
         summary[kind] = {"agree": agree, "false_adv": false_adv, "meas": meas, "lags": lags, "rows": rows}
+    spent = {kind: sorted(c["cost"] for s in seeds if (kind, s) in results for c in results[(kind, s)]["checks"]
+                          if "cost" in c) for kind in kinds}
+    if any(spent.values()):          # runs written before checks recorded their cost have none
+        print("\nsamples a check spent (runs that record it): median, 90th percentile, largest", file=out)
+        for kind, costs in spent.items():
+            if costs:
+                q90 = costs[min(len(costs) - 1, int(0.9 * len(costs)))]
+                print(f"  {kind:11} {costs[len(costs) // 2]:7d} {q90:7d} {costs[-1]:7d}   (n = {cfg['n']})", file=out)
     ended = [f"{kind} seed {s} at step {results[(kind, s)]['diverged']}" for kind in kinds for s in seeds
              if (kind, s) in results and results[(kind, s)].get("diverged")]
     print("runs that diverged (a non-finite loss; the run ends there, its checks until then count): "
