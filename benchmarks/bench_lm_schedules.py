@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import shlex
 import statistics
@@ -162,22 +161,20 @@ def value_at(xs, ys, x) -> float | None:
 
 
 def t_interval(values, level: float = LEVEL) -> tuple[float, float | None]:
-    """Mean and half-width t_{(1+level)/2, n−1} · s/√n of ``values`` (None for n = 1).
+    """Mean and half-width t_{(1+level)/2, n−1} · s/√n of ``values`` (None for n = 1): the project's
+    :func:`paper_checks.verdicts.mean_interval`, as (mean, half-width).
 
     >>> m, h = t_interval([0.1, 0.3])                # s = 0.1414, s/√2 = 0.1, t₀.₉₇₅,₁ = 12.706
     >>> round(m, 6), round(h, 4)
     (0.2, 1.2706)
     """
-    from scipy import stats
+    from paper_checks.verdicts import mean_interval
 
     values = [float(v) for v in values]
     if not values:
         raise ValueError("t_interval: got no values")
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, float(half)
+    est = mean_interval(values, confidence=level)
+    return est.value, (None if est.interval is None else (est.high - est.low) / 2)
 
 
 def load_runs(out_dir: str, schedules, seeds) -> dict[str, dict[int, Run]]:
