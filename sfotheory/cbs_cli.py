@@ -14,13 +14,12 @@ Problem parameters not given keep the problem's defaults (``--dim``, ``--kappa``
 from __future__ import annotations
 
 import json
-import math
 
 from .cbs import cbs_sweep, log_grid, plot_cbs
 from .constants import WithoutReplacement
-from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args
+from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args, run_naming_flags
 from .problems import PROBLEMS
-from .validation import ParameterError, fail
+from .validation import fail
 
 __all__ = ["register", "run"]
 
@@ -59,25 +58,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """The command; a library function's refusal of a value the user gave is reported under its flag."""
-    try:
-        return _run(args)
-    except ParameterError as err:
-        flag, dest = _FLAGS.get(getattr(err, "parameter", None), (None, None))
-        if flag is None or not _same(getattr(args, dest), err.value):
-            raise                  # not a value the user gave under that flag
-        fail(flag, "sfo cbs", err.rule, getattr(args, dest), reason=err.reason, cls=type(err))
-
-
-def _same(given, received) -> bool:
-    if given is None:
-        return False
-    if given == received:
-        return True
-    try:
-        a, b = float(given), float(received)
-    except (TypeError, ValueError):
-        return False
-    return a == b or (math.isnan(a) and math.isnan(b))
+    return run_naming_flags(_run, args, _FLAGS, "sfo cbs")
 
 
 def _run(args) -> int:

@@ -24,9 +24,9 @@ import shlex
 from pathlib import Path
 
 from .compare_grid import FAMILIES
-from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args
+from .problem_args import PROBLEM_OPTIONS, add_problem_arguments, problem_from_args, run_naming_flags
 from .problems import PROBLEMS
-from .validation import ParameterError, fail
+from .validation import fail
 
 __all__ = ["register", "run"]
 
@@ -72,27 +72,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """The command; a library function's refusal of a value the user gave is reported under its flag."""
-    try:
-        return _run(args)
-    except ParameterError as err:
-        flag, dest = _FLAGS.get(getattr(err, "parameter", None), (None, None))
-        if flag is None or not _given(getattr(args, dest), err.value):
-            raise                  # not a value the user gave under that flag
-        fail(flag, WHERE, err.rule, getattr(args, dest), reason=err.reason, cls=type(err))
-
-
-def _given(given, received) -> bool:
-    """Whether ``received`` (what a library function refused) is the value of the flag, or one of its values."""
-    if given is None:
-        return False
-    values = given if isinstance(given, list) else [given]
-    for v in values:
-        try:
-            if v == received or float(v) == float(received) or (math.isnan(float(v)) and math.isnan(float(received))):
-                return True
-        except (TypeError, ValueError):
-            continue
-    return False
+    return run_naming_flags(_run, args, _FLAGS, WHERE)
 
 
 def _families(text: str) -> list[str]:

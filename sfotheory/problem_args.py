@@ -1,12 +1,15 @@
 """The synthetic problem named on an ``sfo`` command line (``--problem`` and its parameter flags),
-shared by ``sfo cbs`` and ``sfo compare``."""
+and a library's refusal of a flag's value reported under the flag; shared by ``sfo cbs`` and
+``sfo compare``."""
 
 from __future__ import annotations
 
-from .problems import PROBLEMS, make_problem, problem_parameters
-from .validation import fail
+import math
 
-__all__ = ["PROBLEM_OPTIONS", "add_problem_arguments", "problem_from_args"]
+from .problems import PROBLEMS, make_problem, problem_parameters
+from .validation import ParameterError, fail
+
+__all__ = ["PROBLEM_OPTIONS", "add_problem_arguments", "problem_from_args", "run_naming_flags", "value_given"]
 
 #: The problem-parameter flags (``--dim``, ``--kappa``, …); each problem takes a subset of them.
 PROBLEM_OPTIONS = ("dim", "kappa", "sigma2", "gap", "noise", "n", "ridge", "spectrum", "L")
@@ -44,3 +47,33 @@ def problem_from_args(args, where: str):
             value = float(value)
         params[opt] = value
     return make_problem(args.problem, params, seed=args.seed)
+
+
+def value_given(given, received) -> bool:
+    """Whether ``received`` (what a library function refused) is the value of a flag, or one of its values."""
+    if given is None:
+        return False
+    for v in (given if isinstance(given, list) else [given]):
+        if v == received:
+            return True
+        try:
+            a, b = float(v), float(received)
+        except (TypeError, ValueError):
+            continue
+        if a == b or (math.isnan(a) and math.isnan(b)):
+            return True
+    return False
+
+
+def run_naming_flags(body, args, flags: dict, where: str) -> int:
+    """``body(args)``; a ParameterError about a value the user gave under a flag is raised again naming the flag.
+
+    ``flags``: the library's parameter name → (flag, args attribute).
+    """
+    try:
+        return body(args)
+    except ParameterError as err:
+        flag, dest = flags.get(getattr(err, "parameter", None), (None, None))
+        if flag is None or not value_given(getattr(args, dest), err.value):
+            raise                  # not a value the user gave under that flag
+        fail(flag, where, err.rule, getattr(args, dest), reason=err.reason, cls=type(err))
