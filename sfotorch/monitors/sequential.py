@@ -34,7 +34,10 @@ does not depend on ‖∇f‖ (the square root stabilises the variance), so the 
 close to symmetric where the decision is made.
 
 **Its standard error: the delete-a-block jackknife.** T_{(−j)} is T recomputed without block j
-(U from G with its row, column and m_j removed: k − 1 blocks, s − m_j samples), and
+(U from G with its row, column and m_j removed: k − 1 blocks, s − m_j samples) as the signed root
+sgn(U_{(−j)})·√|U_{(−j)}| — a leave-one-out U below 0 keeps its distance from 0 instead of being
+clamped onto it, so that when U is small against its noise the leave-one-out values spread and se
+stays large (clamped, they could all be 0 and give se = 0) — and
 
 .. math::
 
@@ -53,7 +56,9 @@ It has k − 1 degrees of freedom: the bounds use Student t quantiles.
 **The decision and its error control.** Let s_0 < s_1 < … < s_{J−1} < n be the J looks before the
 whole set (s_ℓ = 2^ℓ s_0) and α = 1 − ``confidence``. At look ℓ, with q = t_{k−1, 1−α/J}:
 
-- ``"below"`` if T + q·se < ε_m  (the one-sided upper bound on ‖∇f‖ is below ε_m);
+- ``"below"`` if U > 0 and T + q·se < ε_m  (the one-sided upper bound on ‖∇f‖ is below ε_m; an
+  estimate U ≤ 0, clamped to T = 0, says only that ‖∇f‖² is small against the subset's noise, and
+  a check never decides "below" on it);
 - ``"above"`` if T − q·se > ε_m  (the one-sided lower bound is above);
 - else the subset is doubled; at s = n the decision is ``"exact"``.
 
@@ -61,7 +66,17 @@ A wrong decision — "below" while ‖∇f‖ > ε_m, or "above" while ‖∇f�
 side of the truth to fail at one of the J looks; only one tail can do that (for ‖∇f‖ > ε_m, the
 event T + q·se < ε_m implies T − ‖∇f‖ < −q·se), each look's tail has probability ≤ α/J, and by
 Bonferroni's union bound P(wrong decision) ≤ α — whatever the number of looks the check actually
-takes, and although the looks are dependent (they share samples). The per-look levels are
+takes, and although the looks are dependent (they share samples).
+
+**An indifference zone (opt-in, ``tolerance`` = ρ > 0).** Close to ε_m the test above must grow the
+subset until q·se < |‖∇f‖ − ε_m|, up to the whole set however small the difference. With ρ > 0 a
+look also stops once q·se ≤ ρ·ε_m, and then decides by the point estimate: ``"below"`` if T ≤ ε_m,
+else ``"above"`` (U > 0 as for "below"; ``extra["decision"]`` says ``"below (zone)"`` / ``"above (zone)"``). The guarantee
+becomes the classical indifference-zone one: P(below) ≤ α when ‖∇f‖ ≥ (1 + ρ)ε_m and P(above) ≤ α
+when ‖∇f‖ ≤ (1 − ρ)ε_m — for ‖∇f‖ ≥ (1 + ρ)ε_m, "below" at a zone stop means
+T ≤ ε_m ≤ ‖∇f‖ − ρε_m ≤ ‖∇f‖ − q·se, the same tail event as before — while inside the zone
+either decision may be taken. Since se ∝ √((1 − s/n)/s), the zone caps the subset a check can need
+at about s = n/(1 + n(ρε_m/(qσ_u))²), σ_u² the per-sample variance along ∇f. The per-look levels are
 approximate (the normal limit of T and a t pivot with k − 1 degrees of freedom); the jackknife's
 upward bias and the union bound make the test conservative (``tests/torch/
 test_sequential_monitor.py`` counts wrong decisions over many seeded checks).
@@ -139,7 +154,7 @@ def block_estimate(gram, sizes, n: int) -> tuple[float, float, float]:
     rows = gram.sum(axis=1)
     left_out = np.array([estimate(total - 2.0 * rows[j] + gram[j, j], float(diag.sum() - diag[j]), s - sizes[j],
                                   k - 1)[0] for j in range(k)])
-    norms = np.sqrt(np.maximum(left_out, 0.0))
+    norms = np.sign(left_out) * np.sqrt(np.abs(left_out))       # signed roots: no collapse onto 0
     var = (1.0 - s / n) * (k - 1) / k * float(((norms - norms.mean()) ** 2).sum())
     return u, math.sqrt(var), trace
 
@@ -153,13 +168,15 @@ class SequentialMonitor(DatasetMonitor):
     blocks : k ≥ 3, the blocks of the subset the standard error is estimated from (k − 1 degrees of
         freedom; memory k × the parameters in float64).
     confidence : 1 − α, the probability of a right decision (α split over the looks, module doc).
+    tolerance : ρ in [0, 1), the relative half-width of the indifference zone around ε_m (module doc);
+        0 (the default): no zone, a check may grow to the exact norm.
     seed : subsets are a function of (seed, call index).
     """
 
     uses_eps_m = True
 
     def __init__(self, model: nn.Module, dataset, loss_fn, *, initial_size: int = 256, blocks: int = 16,
-                 confidence: float = 0.95, seed: int = 0, batch_size: int = 256, reduction: str | None = None,
+                 confidence: float = 0.95, tolerance: float = 0.0, seed: int = 0, batch_size: int = 256, reduction: str | None = None,
                  device=None, transform=None, num_workers: int = 0, name: str = "sequential"):
         where = "SequentialMonitor"
         super().__init__(model, dataset, loss_fn, where=where, batch_size=batch_size, reduction=reduction,
@@ -172,6 +189,8 @@ class SequentialMonitor(DatasetMonitor):
             fail("initial_size", where, f">= blocks = {self.blocks} (every block holds a sample at the first look)",
                  initial_size)
         self.confidence = check_in_range(confidence, 0.0, 1.0, "confidence", where, low_strict=True)
+        self.tolerance = check_in_range(tolerance, 0.0, 1.0, "tolerance", where,
+                                        reason="the relative half-width ρ of the indifference zone around ε_m")
         self.seed = check_count(seed, "seed", where, low=0)
         self.name = name
         self.calls = 0
@@ -247,10 +266,14 @@ class SequentialMonitor(DatasetMonitor):
                     decision = "nonfinite"
                 elif s == self.n:
                     decision = "exact"
-                elif norm + q * se < eps:
-                    decision = "below"
                 elif norm - q * se > eps:
                     decision = "above"
+                elif u <= 0.0:                  # clamped: no information on the side of ε_m, never "below"
+                    continue
+                elif norm + q * se < eps:
+                    decision = "below"
+                elif q * se <= self.tolerance * eps:      # inside the indifference zone: the point estimate
+                    decision = "below (zone)" if norm <= eps else "above (zone)"
                 else:
                     continue
                 break
@@ -265,4 +288,4 @@ class SequentialMonitor(DatasetMonitor):
             lower=max(norm - radius, 0.0), upper=norm + radius, margin=radius,
             confidence=self.confidence if s < self.n else 1.0, samples_used=s, clamped=u < 0.0,
             extra={"call": call, "decision": decision, "looks": looks, "eps_m": eps, "norm_se": se,
-                   "quantile": q, "blocks": k})
+                   "quantile": q, "blocks": k, "tolerance": self.tolerance})

@@ -177,6 +177,63 @@ def test_wrong_decisions_at_the_default_level_over_a_thousand_checks(problem):
     assert wrong <= binom.ppf(0.999, 1000, 0.05)
 
 
+def test_the_indifference_zone_stops_a_check_at_the_threshold_before_the_whole_set(problem):
+    """‖∇f‖ = ε_m exactly, ‖∇f‖² = 8 (large against the per-sample noise): without a zone every check
+    (seeds 0–7) grows to all n samples; with ρ = 0.25 most stop at the first look whose q·se ≤ ρ·ε_m,
+    earlier than n, deciding by the point estimate."""
+    x, y, w_ls, hess = problem
+    model = model_at(x, w_ls, hess, 8.0)
+    eps = math.sqrt(closed_form_sq_norm(model, x, y))
+    zone = []
+    for seed in range(8):
+        plain = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=seed).measure(eps_m=eps)
+        assert plain.extra["decision"] == "exact"
+        m = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, tolerance=0.25,
+                              seed=seed).measure(eps_m=eps)
+        if m.extra["decision"].endswith("(zone)"):
+            zone.append(seed)
+            assert m.cost < N and m.extra["looks"][-1]["samples"] == m.cost
+            assert m.margin <= 0.25 * eps and (m.norm <= eps) == (m.extra["decision"] == "below (zone)")
+    assert len(zone) >= 6, zone
+
+
+@pytest.mark.parametrize("ratio", [0.6, 1.7])
+def test_outside_the_zone_wrong_decisions_stay_within_the_stated_level(problem, ratio):
+    """ρ = 0.25, α = 0.2, 100 fresh-subset checks at ‖∇f‖ = √0.6 ε_m ≈ 0.77 ε_m and √1.7 ε_m ≈ 1.30 ε_m:
+    both outside [(1 − ρ)ε_m, (1 + ρ)ε_m], where the stated bound P(wrong) ≤ α holds; the count may not
+    exceed the 99.9% quantile of Binomial(100, α). The zone did stop checks, and the same checks without
+    it reach the whole set more often and cost more."""
+    x, y, w_ls, hess = problem
+    alpha, checks, rho = 0.2, 100, 0.25
+    eps = math.sqrt(eps_squared(problem, 4.0))
+    mon = SequentialMonitor(model_at(x, w_ls, hess, ratio * eps * eps), (x, y), nn.MSELoss(), initial_size=64,
+                            blocks=8, confidence=1 - alpha, tolerance=rho, seed=30)
+    measured = [mon.measure(eps_m=eps) for _ in range(checks)]
+    wrong = sum((m.norm <= eps) != (ratio < 1) for m in measured)
+    assert wrong <= binom.ppf(0.999, checks, alpha)
+    plain = SequentialMonitor(mon.model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, confidence=1 - alpha,
+                              seed=30)
+    unzoned = [plain.measure(eps_m=eps) for _ in range(checks)]          # the same subsets, no zone
+    assert any(m.extra["decision"].endswith("(zone)") for m in measured)
+    assert sum(m.cost == N for m in measured) < sum(m.cost == N for m in unzoned)
+    assert sum(m.cost for m in measured) < sum(m.cost for m in unzoned)
+
+
+def test_a_clamped_estimate_never_decides_below(problem):
+    """‖∇f‖ = ε_m with ‖∇f‖² = 0.05, small against the per-sample noise: subsets whose U falls below 0
+    are common. 60 checks: none decides "below" on a clamped estimate, and none decides on a look whose
+    jackknife standard error is 0 before the whole set (a leave-one-out U clamped to 0 everywhere)."""
+    x, y, w_ls, hess = problem
+    model = model_at(x, w_ls, hess, 0.05)
+    eps = math.sqrt(closed_form_sq_norm(model, x, y))
+    mon = SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=64, blocks=8, seed=0)
+    measured = [mon.measure(eps_m=eps) for _ in range(60)]
+    decided = [m for m in measured if m.extra["decision"] != "exact"]
+    assert not any(m.clamped and m.norm <= eps for m in decided)
+    assert all(m.extra["norm_se"] > 0 for m in decided)
+    assert any(look["sq_norm"] < 0 for m in measured for look in m.extra["looks"])   # clamped looks did occur
+
+
 def test_a_nonfinite_gradient_gives_a_nan_measurement_at_once(problem):
     x, y, w_ls, hess = problem
     bad = y.clone()
@@ -193,6 +250,9 @@ def test_refusals_name_the_parameter_and_the_value(problem):
         SequentialMonitor(model, (x, y), nn.MSELoss(), blocks=2)
     with pytest.raises(ParameterError, match=r"'initial_size' .* must be >= blocks = 16.*initial_size=8"):
         SequentialMonitor(model, (x, y), nn.MSELoss(), initial_size=8)
+    with pytest.raises(ParameterError, match=r"'tolerance' parameter of SequentialMonitor must be >= 0 and < 1.*"
+                                             r"indifference zone.*tolerance=1"):
+        SequentialMonitor(model, (x, y), nn.MSELoss(), tolerance=1.0)
     with pytest.raises(ParameterError, match=r"'eps_m' parameter of SequentialMonitor.measure must be given"):
         SequentialMonitor(model, (x, y), nn.MSELoss()).measure()
     with pytest.raises(ParameterError, match=r"'state' parameter .* Got state=\{'call': 1\}"):
