@@ -17,8 +17,9 @@ so that each decision can be compared with the exact one. ``torch.set_num_thread
 
 Monitors: ``exact`` (n per check); ``sequential`` (s_0 = 256 doubled, k = 16 blocks, confidence
 0.95); ``debiased`` as sfo train builds it (per-sample-norm hooks on one step in min(25, τ), the last
-of each window, nothing on the others; window mean; decision on the point estimate, undecided when
-clamped or se > ε_m²/2); ``subsampled`` (fresh s = 1 000, point estimate).
+of each window, nothing on the others; window mean, undecided when clamped or se > ε_m²/2; screened:
+a check whose window interval lies above ε_m is "above" at no cost, the others are decided by the
+sequential test above, ``confirm = "sequential"``); ``subsampled`` (fresh s = 1 000, point estimate).
 
 Outputs, per monitor (mean over seeds where it says so): checks and decisions agreeing with the exact
 norm's (%); advances while the exact norm was above ε_m; per stage transition, its check index minus
@@ -50,7 +51,7 @@ from torch import nn
 
 from sfotorch.datasets import load_dataset
 from sfotorch.models import build_model
-from sfotorch.monitors import DebiasedMonitor, ExactMonitor, SequentialMonitor, SubsampledMonitor
+from sfotorch.monitors import DebiasedMonitor, ExactMonitor, ScreenedMonitor, SequentialMonitor, SubsampledMonitor
 from sfotorch.sampler import ResizableLoader
 from sfotorch.scheduler import StageScheduler
 
@@ -90,6 +91,8 @@ class Beside:
         self.beside_seconds += time.perf_counter() - t
         self.checks.append({"eps_m": eps_m, "norm": m.norm, "below": m.decides_below(eps_m), "cost": int(m.cost),
                             "exact_norm": exact, "exact_below": exact <= eps_m, "undecided": m.undecided})
+        if "looks" in m.extra:        # the sequential test's looks: what another stopping rule would have seen
+            self.checks[-1]["looks"] = [[look["samples"], look["sq_norm"], look["norm_se"]] for look in m.extra["looks"]]
         return m
 
 
@@ -105,7 +108,8 @@ def make_monitor(kind, model, loss_fn, data, cfg, seed):
     r = min(cfg["stats_every"], cfg["tau"])
     mon = DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=cfg["n"],
                           stats_every=r, stats_phase=r - 1, plain_step_norms=False)
-    return mon, mon
+    test = SequentialMonitor(model, data, loss_fn, seed=seed, batch_size=cfg["chunk"], **cfg["sequential"])
+    return ScreenedMonitor(mon, test, name="debiased"), mon      # sfo train: confirm = "sequential"
 
 
 def run(kind, cfg, x, y, seed):
@@ -237,6 +241,14 @@ def _jsonable(cfg):
     return json.loads(json.dumps(cfg))
 
 
+def run_key(kind, cfg):
+    """What a kept run of monitor ``kind`` must have been run under: the workload and that monitor's own
+    settings (another monitor's settings do not change it, so its kept runs stay valid when they change)."""
+    own = {"exact": (), "sequential": ("sequential",), "subsampled": ("subsample",), "debiased": ("stats_every", "sequential")}
+    others = {key for k, keys in own.items() if k != kind for key in keys}
+    return _jsonable({key: value for key, value in cfg.items() if key not in others})
+
+
 def load_raw(path, cfg):
     """Runs already finished under the same configuration, from a ``--raw`` file (empty if none)."""
     results = {}
@@ -248,7 +260,7 @@ def load_raw(path, cfg):
     except FileNotFoundError:
         return results
     for row in lines:
-        if row["cfg"] == _jsonable(cfg):
+        if row["cfg"] == run_key(row["kind"], cfg):
             results[(row["kind"], row["seed"])] = row["result"]
     return results
 
@@ -292,7 +304,7 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
             if args.raw:
                 with open(args.raw, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"kind": kind, "seed": seed, "cfg": _jsonable(cfg), "result": r}) + "\n")
+                    fh.write(json.dumps({"kind": kind, "seed": seed, "cfg": run_key(kind, cfg), "result": r}) + "\n")
     missing = [s for s in seeds if ("exact", s) not in results]
     if missing:        # another process runs them into the same --raw file; a last call reports
         print(f"bench_decisions: no exact run of seed(s) {missing} in {args.raw} yet: report left to a later call",

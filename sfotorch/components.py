@@ -213,7 +213,7 @@ def _check_first_batch_fits(cfg: dict, n: int) -> None:
 def _build_monitor(cfg: dict, seed: int, model, unaugmented, loss_fn, device, transform):
     """The ‖∇f‖ monitor of ``[monitor]``, and the same monitor again when the loop must feed it
     (the debiased one, which reads the training batches), else None."""
-    from .monitors import DebiasedMonitor, ExactMonitor, SequentialMonitor, SubsampledMonitor
+    from .monitors import DebiasedMonitor, ExactMonitor, ScreenedMonitor, SequentialMonitor, SubsampledMonitor
     from .monitors.per_sample_norms import unsupported_modules
 
     mon, n = cfg["monitor"], len(unaugmented)
@@ -225,10 +225,13 @@ def _build_monitor(cfg: dict, seed: int, model, unaugmented, loss_fn, device, tr
                                  fresh=mon["fresh"], seed=seed, confidence=mon["confidence"], bound=mon["bound"],
                                  micro_batches=mon["micro_batches"], batch_size=mon["batch_size"], device=device,
                                  transform=transform), None
-    if mon["kind"] == "sequential":
+    def sequential():
         return SequentialMonitor(model, unaugmented, loss_fn, initial_size=mon["initial_size"], blocks=mon["blocks"],
-                                 confidence=mon["confidence"], seed=seed, batch_size=mon["batch_size"],
-                                 device=device, transform=transform), None
+                                 confidence=mon["confidence"], tolerance=mon["tolerance"], seed=seed,
+                                 batch_size=mon["batch_size"], device=device, transform=transform)
+
+    if mon["kind"] == "sequential":
+        return sequential(), None
     source = mon["variance_source"]
     if source == "auto":
         model.train()
@@ -240,6 +243,8 @@ def _build_monitor(cfg: dict, seed: int, model, unaugmented, loss_fn, device, tr
     monitor = DebiasedMonitor(model, loss_fn, micro_batches=mon["micro_batches"], variance_source=source,
                               beta=mon["beta"] or None, population=n, confidence=mon["confidence"],
                               stats_every=r, stats_phase=r - 1, plain_step_norms=False)
+    if mon["confirm"] == "sequential":   # no advance on the window alone (benchmarks/bench_decisions.py)
+        return ScreenedMonitor(monitor, sequential()), monitor
     return monitor, monitor
 
 

@@ -172,6 +172,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
                           "the probability of a right decision)"),
         "initial_size": Key("int", 256, low=1, help="sequential: s_0, the samples of the first look"),
         "blocks": Key("int", 16, low=3, help="sequential: k blocks of the subset for the jackknife standard error"),
+        "tolerance": Key("float", 0.0, low=0.0, high=1.0,
+                         help="sequential: ρ, the relative half-width of the indifference zone around eps_m (a check "
+                              "stops once its interval is within ρ·eps_m and decides by its estimate); 0: none"),
+        "confirm": Key("choice", "sequential", choices=("sequential", "none"),
+                       help="debiased: sequential — the window rules checks out for free and the sequential test "
+                            "(initial_size, blocks, confidence, tolerance) decides the others, so that no stage "
+                            "advances on the window alone; none — the window decides alone"),
         "micro_batches": Key("int", 4, low=2, help="debiased/subsampled: k micro-batches for tr Σ̂"),
         "beta": Key("float", 0.0, low=0.0, high=1.0, help="debiased: EMA decay (0: window mean since the last check)"),
         "stats_every": Key("int", 0, low=0, help="debiased: tr Σ̂ on one step in stats_every, at most tau "
@@ -331,11 +338,16 @@ def _cross_check(cfg: dict, where: str) -> None:
     mon = cfg["monitor"]
     if schedule.trigger == "norm" and mon["kind"] == "subsampled" and mon["sample_size"] < 2:
         fail("monitor.sample_size", where, ">= 2 with monitor.kind = 'subsampled'", mon["sample_size"])
-    if mon["kind"] == "sequential" and not 0.0 < mon["confidence"] < 1.0:
-        fail("monitor.confidence", where, "> 0 and < 1 with monitor.kind = 'sequential'", mon["confidence"])
-    if mon["kind"] == "sequential" and mon["initial_size"] < mon["blocks"]:
+    tested = mon["kind"] == "sequential" or (mon["kind"] == "debiased" and mon["confirm"] == "sequential")
+    with_test = "with monitor.kind = 'sequential' (or 'debiased' confirmed by it)"
+    if tested and not 0.0 < mon["confidence"] < 1.0:
+        fail("monitor.confidence", where, f"> 0 and < 1 {with_test}", mon["confidence"])
+    if tested and mon["initial_size"] < mon["blocks"]:
         fail("monitor.initial_size", where, f">= monitor.blocks = {mon['blocks']} (every block holds a sample at "
              "the first look)", mon["initial_size"])
+    if tested and mon["tolerance"] >= 1.0:
+        fail("monitor.tolerance", where, f"< 1 {with_test}: ρ, the relative half-width of the indifference zone",
+             mon["tolerance"])
     if mon["kind"] == "debiased" and mon["beta"] >= 1.0:
         fail("monitor.beta", where, "< 1 (0 for the window mean)", mon["beta"])
     tau = getattr(schedule, "tau", None)

@@ -57,8 +57,9 @@ _TABLES_FIXED_ON_RESUME = ("data", "model", "optimizer", "schedule", "monitor")
 #: run's monitor never read, e.g. stats_every for an exact monitor, may change between versions)
 _MONITOR_KEYS = {"exact": ("kind", "batch_size"),
                  "subsampled": ("kind", "batch_size", "sample_size", "fresh", "bound", "confidence", "micro_batches"),
-                 "sequential": ("kind", "batch_size", "initial_size", "blocks", "confidence"),
-                 "debiased": ("kind", "micro_batches", "beta", "confidence", "stats_every", "variance_source")}
+                 "sequential": ("kind", "batch_size", "initial_size", "blocks", "confidence", "tolerance"),
+                 "debiased": ("kind", "micro_batches", "beta", "confidence", "stats_every", "variance_source",
+                              "confirm", "batch_size", "initial_size", "blocks", "tolerance")}
 
 
 # -- many seeds ------------------------------------------------------------------------------------

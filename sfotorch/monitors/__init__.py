@@ -13,6 +13,8 @@ monitor                      estimate                          cost per check   
 :class:`SequentialMonitor`   the same on a subset doubled      s_0 … n, as the decision no
                              until ‖∇f‖ ≶ ε_m is decided       needs
 :class:`DebiasedMonitor`     mean of ‖g_B‖² − c tr Σ̂/b         0 (training batches)     replaces backward
+:class:`ScreenedMonitor`     the debiased window rules a check 0, or the sequential   replaces backward
+                             out, else the sequential test     test's where it decides
 ============================ ================================ ======================== ================
 """
 
@@ -20,6 +22,7 @@ from .base import GradientNormMonitor, Measurement, leave_no_trace
 from .debiased import DebiasedMonitor
 from .exact import ExactMonitor
 from .moments import GradientMoments
+from .screened import ScreenedMonitor
 from .sequential import SequentialMonitor, block_estimate
 from .subsampled import SubsampledMonitor, confidence_radius
 
@@ -29,6 +32,7 @@ __all__ = [
     "GradientMoments",
     "GradientNormMonitor",
     "Measurement",
+    "ScreenedMonitor",
     "SequentialMonitor",
     "SubsampledMonitor",
     "block_estimate",

@@ -467,7 +467,7 @@ def test_sfo_train_runs_the_language_model_and_logs_validation_loss(tmp_path, ki
     cfg = load_config_text(lm_config(root, kind), "tiny_lm.toml")
     if kind == "debiased":          # variance_source "auto" picks the hooks: every layer of tiny_gpt has them
         built = build_components(cfg, 0, resolve_device(cfg))
-        assert built.monitor.variance_source == "per_sample_norms"
+        assert built.monitor.screen.variance_source == "per_sample_norms"   # screened by default
     res = train(cfg, out_dir=str(tmp_path / "run"))
     log = read_log(tmp_path / "run" / "seed0" / "log.jsonl")
     assert log[0]["kind"] == "start" and log[-1]["kind"] == "end" and log[-1]["status"] == "finished"

@@ -220,10 +220,16 @@ def test_baselines_and_the_debiased_monitor_run(fashion, tmp_path):
     log = read_log(tmp_path / "periodic" / "seed0" / "log.jsonl")
     moves = [(r["step"], r["b_next"]) for r in log if r["kind"] == "check" and r["stage_next"] != r["stage"]]
     assert moves == [(2, 8), (4, 16)]                         # every 2 steps, logged off check steps too
-    debiased = apply_overrides(load_config_text(config_text(fashion)), ["monitor.kind=debiased"])
-    train(debiased, out_dir=str(tmp_path / "debiased"))
+    alone = apply_overrides(load_config_text(config_text(fashion)), ["monitor.kind=debiased", "monitor.confirm=none"])
+    train(alone, out_dir=str(tmp_path / "debiased"))
     checks = [r for r in read_log(tmp_path / "debiased" / "seed0" / "log.jsonl") if r["kind"] == "check"]
     assert all(r["monitor"] == "debiased" and r["check_samples"] == 0 for r in checks)
+    # the default: the window screens, the sequential test decides where it does not rule ‖∇f‖ ≤ ε_m out
+    screened = apply_overrides(load_config_text(config_text(fashion)), ["monitor.kind=debiased"])
+    train(screened, out_dir=str(tmp_path / "screened"))
+    checks = [r for r in read_log(tmp_path / "screened" / "seed0" / "log.jsonl") if r["kind"] == "check"]
+    assert checks and all(r["monitor"] == "screened" for r in checks)
+    assert any(r["check_samples"] > 0 for r in checks)            # the sequential test measured
 
 
 class _Terminal(io.StringIO):
