@@ -42,6 +42,7 @@ import argparse
 import io
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -55,7 +56,9 @@ from sfotorch.monitors import DebiasedMonitor, ExactMonitor, ScreenedMonitor, Se
 from sfotorch.sampler import ResizableLoader
 from sfotorch.scheduler import StageScheduler
 
-from _report import emit  # benchmarks/_report.py: run as python benchmarks/<name>.py
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:       # loaded by path (tests): find _report
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import emit  # noqa: E402  (benchmarks/_report.py)
 
 CONFIG = {
     "n": 10_000,               # training images (the first n)
@@ -202,6 +205,10 @@ def report(results, cfg, kinds, seeds, out):
             if costs:
                 q90 = costs[min(len(costs) - 1, int(0.9 * len(costs)))]
                 print(f"  {kind:11} {costs[len(costs) // 2]:7d} {q90:7d} {costs[-1]:7d}   (n = {cfg['n']})", file=out)
+    looked = [c for s in seeds if ("sequential", s) in results for c in results[("sequential", s)]["checks"]
+              if "looks" in c]
+    if looked:
+        zone_table(looked, cfg, out)
     ended = [f"{kind} seed {s} at step {results[(kind, s)]['diverged']}" for kind in kinds for s in seeds
              if (kind, s) in results and results[(kind, s)].get("diverged")]
     print("runs that diverged (a non-finite loss; the run ends there, its checks until then count): "
@@ -237,6 +244,44 @@ def report(results, cfg, kinds, seeds, out):
               f"{'met' if fa == 0 else 'NOT met'}", file=out)
 
 
+ZONES = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def zone_decision(looks, eps, q, n, rho):
+    """The decision and cost of a check with indifference zone ``rho``, replayed on the looks
+    [[s, U, se], …] a zone-free check made (a zone stops at or before its last look; the rule of
+    :meth:`sfotorch.monitors.SequentialMonitor.measure`)."""
+    for s, u, se in looks:
+        t = math.sqrt(max(u, 0.0))
+        if s >= n:
+            return t <= eps, s
+        if t - q * se > eps:
+            return False, s
+        if u <= 0.0:
+            continue
+        if t + q * se < eps or q * se <= rho * eps:
+            return t <= eps, s
+    raise ValueError("looks end before the whole set without a decision")
+
+
+def zone_table(checks, cfg, out):
+    """Our question: what an indifference zone ρ would have decided on the sequential runs' own checks."""
+    probe = SequentialMonitor(nn.Linear(1, 1), (torch.zeros(cfg["n"], 1), torch.zeros(cfg["n"], 1)), nn.MSELoss(),
+                              **cfg["sequential"])
+    q = probe.quantile()
+    print(f"\nindifference zone ρ replayed on the sequential runs' looks ({len(checks)} checks, the same θ and subsets; "
+          f"q = {q:.3f}): a check stops once q·se ≤ ρ·ε_m and decides by its estimate", file=out)
+    print(f"  {'ρ':>5} {'agree %':>8} {'below, exact above':>18} {'above, exact below':>18} {'samples/check / n':>18}",
+          file=out)
+    for rho in ZONES:
+        replay = [(zone_decision(c["looks"], c["eps_m"], q, cfg["n"], rho), c["exact_below"]) for c in checks]
+        agree = 100.0 * sum(below == exact for (below, _), exact in replay) / len(replay)
+        wrong_below = sum(below and not exact for (below, _), exact in replay)
+        wrong_above = sum(exact and not below for (below, _), exact in replay)
+        cost = statistics.fmean(spent for (_, spent), _ in replay) / cfg["n"]
+        print(f"  {rho:5.2f} {agree:8.1f} {wrong_below:18d} {wrong_above:18d} {cost:18.3f}", file=out)
+
+
 def _jsonable(cfg):
     return json.loads(json.dumps(cfg))
 
@@ -245,7 +290,7 @@ def run_key(kind, cfg):
     """What a kept run of monitor ``kind`` must have been run under: the workload and that monitor's own
     settings (another monitor's settings do not change it, so its kept runs stay valid when they change)."""
     own = {"exact": (), "sequential": ("sequential",), "subsampled": ("subsample",), "debiased": ("stats_every", "sequential")}
-    others = {key for k, keys in own.items() if k != kind for key in keys}
+    others = {key for keys in own.values() for key in keys} - set(own[kind])
     return _jsonable({key: value for key, value in cfg.items() if key not in others})
 
 
