@@ -4,11 +4,10 @@ are keyed on each monitor's own settings."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 
 import pytest
+
+from tests.benchmark_module import benchmark_module
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
@@ -16,19 +15,12 @@ from torch import nn  # noqa: E402
 from sfotorch.monitors import SequentialMonitor  # noqa: E402
 from tests.torch.test_sequential_monitor import least_squares, model_at  # noqa: E402
 
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "benchmarks", "bench_decisions.py")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_decisions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("bench_decisions") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.parametrize("rho", [0.1, 0.25])

@@ -7,28 +7,19 @@ The expected numbers are computed by hand in the comments. No training, no torch
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "..", "..", "benchmarks", "bench_lm_schedules.py")
+from tests.benchmark_module import benchmark_module
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_lm_schedules", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module          # its dataclass looks its module up there
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("bench_lm_schedules") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def check(step, samples, check_samples, stage, b, eta, eps_m, norm, *, advance=False):

@@ -8,34 +8,25 @@ comments. The last test trains two policies for 2 epochs of 200 images on a 386-
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import sys
 
 from pathlib import Path
 
 import pytest
 
+from tests.benchmark_module import benchmark_module
+
 torch = pytest.importorskip("torch")
 
 from sfotorch.datasets import DEBIAN_FASHION_MNIST  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "..", "..", "benchmarks", "bench_policies_torch.py")
 T_975_1 = 12.706204736174694            # t quantile 0.975 with 1 degree of freedom
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_policies_torch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("bench_policies_torch") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def fake_run(norm, acc, sfo, step, meas, *, wall=10.0, diverged_after=None):
