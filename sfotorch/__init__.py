@@ -8,7 +8,7 @@ Built on :mod:`sfotheory`'s one stage rule (:mod:`sfotheory.rule`). The pieces, 
 :class:`PolicyScheduler`  the same contract for any policy of :mod:`sfotheory.policies`, with the
                           batch statistics they read measured in the training backward
 :class:`ResizableLoader`  batches whose size changes at the very next batch, also with workers
-``monitors``              exact, subsampled, sequential and debiased ‖∇f(θ)‖ (:mod:`sfotorch.monitors`)
+``monitors``              ‖∇f(θ)‖: exact, subsampled, sequential, debiased, screened
 :class:`TrainingLoop`     batch → micro-batches → non-finite policy → update → rule → checkpoint
 ``distributed``           DDP with exact global sums (:mod:`sfotorch.distributed`)
 ``checkpoint``            atomic, verified checkpoints (:mod:`sfotorch.checkpoint`)
@@ -31,6 +31,7 @@ _EXPORTS = {
     "Measurement": "monitors",
     "PolicyScheduler": "policy_scheduler",
     "ResizableLoader": "sampler",
+    "ScreenedMonitor": "monitors",
     "SequentialMonitor": "monitors",
     "StageScheduler": "scheduler",
     "SubsampledMonitor": "monitors",

@@ -1,4 +1,4 @@
-"""The four ‖∇f‖ monitors in the README's plain loop, side by side (docs/results/monitors_side_by_side.txt).
+"""The ‖∇f‖ monitors in the README's plain loop, side by side (docs/results/monitors_side_by_side.txt).
 
 Each monitor drives its own run of the same loop (same data, initialisation and batch order); at every
 check the exact ‖∇f(θ)‖ is computed beside it at the same θ, neither charged nor fed to the rule, so
@@ -8,7 +8,8 @@ the steps of its stage changes, its measurement SFO, and its decisions against t
 import torch
 from torch import nn
 
-from sfotorch import DebiasedMonitor, ExactMonitor, ResizableLoader, SequentialMonitor, StageScheduler, SubsampledMonitor
+from sfotorch import (DebiasedMonitor, ExactMonitor, ResizableLoader, ScreenedMonitor, SequentialMonitor, StageScheduler,
+                      SubsampledMonitor)
 
 N, TAU, EPOCHS = 4096, 50, 6
 torch.manual_seed(0)
@@ -26,8 +27,14 @@ def make_monitor(kind, model):
         return SubsampledMonitor(model, data, loss_fn, sample_size=512, seed=0)
     if kind == "sequential":        # s_0 = 256 samples, doubled until ‖∇f‖ ≤ ε_m or > ε_m is decided
         return SequentialMonitor(model, data, loss_fn, initial_size=256, seed=0)
-    # the training batches themselves (per-sample-norm hooks); the loop calls monitor.backward
-    return DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=N)
+    if kind == "zoned":             # the same, stopping once its interval is within ±30% of ε_m
+        return SequentialMonitor(model, data, loss_fn, initial_size=256, tolerance=0.3, seed=0, name="zoned")
+    # the training batches themselves (per-sample-norm hooks); the loop calls .backward of the debiased one
+    debiased = DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=N)
+    if kind == "debiased":
+        return debiased
+    # screened: the window rules a check out for free, the sequential test decides the others
+    return ScreenedMonitor(debiased, SequentialMonitor(model, data, loss_fn, initial_size=256, seed=0))
 
 
 class Beside:
@@ -58,8 +65,9 @@ def run(kind):
     for _ in range(EPOCHS):
         for xb, yb in loader:
             optimizer.zero_grad()
-            if kind == "debiased":
-                loss = monitor.backward(xb, yb)     # the one backward of the step, with the statistics
+            if kind in ("debiased", "screened"):
+                debiased = monitor if kind == "debiased" else monitor.screen
+                loss = debiased.backward(xb, yb)    # the one backward of the step, with the statistics
             else:
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
@@ -73,7 +81,7 @@ if __name__ == "__main__":
     print(f"n = {N}, tau = {TAU}, b0 = 8, eps0 = 0.3, delta = 2, gamma = 1.4, {EPOCHS} epochs")
     print(f"{'monitor':<11} {'stage changes at steps':<34} {'train SFO':>9} {'measure SFO':>11} "
           f"{'agree':>7} {'early':>5} {'late':>4}")
-    for kind in ("exact", "subsampled", "sequential", "debiased"):
+    for kind in ("exact", "subsampled", "sequential", "zoned", "debiased", "screened"):
         changes, sfo, decisions = run(kind)
         agree = sum(a == b for a, b in decisions)
         early = sum(a and not b for a, b in decisions)          # advanced while the exact norm was above ε_m
