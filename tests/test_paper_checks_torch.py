@@ -124,3 +124,19 @@ def test_evaluations_at_chosen_steps_leave_the_run_as_it_was(data):
     # evaluating draws no random number and restores train mode: the trajectory is unchanged
     assert [r.norms["exact"] for r in a.records] == [r.norms["exact"] for r in b.records]
     assert [r.loss for r in a.records] == [r.loss for r in b.records]
+
+
+def test_the_debiased_wall_fraction_is_not_measured_when_its_timing_exceeds_the_training():
+    """The hooks' paired timing × steps ≥ the run's training wall time (the load changed in between):
+    the fraction is NaN, not a ratio over a clamped denominator (it printed 2.4e+09 under load)."""
+    from types import SimpleNamespace
+
+    from paper_checks.check_measurement_cost import wall_fraction
+
+    def run(over, train):
+        return SimpleNamespace(debiased_overhead_s=lambda: over, train_wall_s=train, measure_wall_s={"exact": 3.0})
+
+    assert wall_fraction(run(1.0, 11.0), "debiased") == pytest.approx(0.1)
+    assert math.isnan(wall_fraction(run(11.0, 11.0), "debiased"))
+    assert math.isnan(wall_fraction(run(12.0, 11.0), "debiased"))
+    assert wall_fraction(run(1.0, 12.0), "exact") == pytest.approx(0.25)
