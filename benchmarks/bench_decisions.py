@@ -214,6 +214,7 @@ def report(results, cfg, kinds, seeds, out):
     looked = [c for s in seeds if ("sequential", s) in results for c in results[("sequential", s)]["checks"]
               if "looks" in c]
     if looked:
+        where_spent(looked, results, seeds, cfg, out)
         zone_table(looked, cfg, out)
     ended = [f"{kind} seed {s} at step {results[(kind, s)]['diverged']}" for kind in kinds for s in seeds
              if (kind, s) in results and results[(kind, s)].get("diverged")]
@@ -270,6 +271,22 @@ def zone_decision(looks, eps, q, n, rho):
         if t + q * se < eps or q * se <= rho * eps:
             return t <= eps, s
     raise ValueError("looks end before the whole set without a decision")
+
+
+NEAR = (0.05, 0.2)
+
+
+def where_spent(checks, results, seeds, cfg, out):
+    """Our question: which checks the sequential runs' samples went to, by how close the exact norm was to ε_m."""
+    exact_total = sum(c["cost"] for s in seeds if ("sequential", s) in results for c in results[("exact", s)]["checks"])
+    bands = [(0.0, NEAR[0]), (NEAR[0], NEAR[1]), (NEAR[1], math.inf)]
+    print(f"\nwhere the sequential runs' samples went, by |‖∇f‖/ε_m − 1| of the exact norm at the check (samples as a "
+          f"fraction of the exact runs' {exact_total} measurement samples on the same seeds)", file=out)
+    for low, high in bands:
+        inside = [c for c in checks if low <= abs(c["exact_norm"] / c["eps_m"] - 1.0) < high]
+        spent = sum(c["cost"] for c in inside)
+        label = f"[{low:.0%}, {high:.0%})" if math.isfinite(high) else f"≥ {low:.0%}"
+        print(f"  {label:>10}: {len(inside):3d} checks, {spent:7d} samples = {spent / max(exact_total, 1):.3f}", file=out)
 
 
 def zone_table(checks, cfg, out):
