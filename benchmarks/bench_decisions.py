@@ -210,11 +210,13 @@ def report(results, cfg, kinds, seeds, out):
     spent = {kind: sorted(c["cost"] for s in seeds if (kind, s) in results for c in results[(kind, s)]["checks"]
                           if "cost" in c) for kind in kinds}
     if any(spent.values()):          # runs written before checks recorded their cost have none
-        print("\nsamples a check spent (runs that record it): median, 90th percentile, largest", file=out)
+        print("\nsamples a check spent (runs that record it): median, 90th percentile, largest; checks that spent none",
+              file=out)
         for kind, costs in spent.items():
             if costs:
                 q90 = costs[min(len(costs) - 1, int(0.9 * len(costs)))]
-                print(f"  {kind:11} {costs[len(costs) // 2]:7d} {q90:7d} {costs[-1]:7d}   (n = {cfg['n']})", file=out)
+                print(f"  {kind:11} {costs[len(costs) // 2]:7d} {q90:7d} {costs[-1]:7d} {costs.count(0):4d} of "
+                      f"{len(costs)}   (n = {cfg['n']})", file=out)
     looked = [c for s in seeds if ("sequential", s) in results for c in results[("sequential", s)]["checks"]
               if "looks" in c]
     if looked:
