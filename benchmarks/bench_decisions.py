@@ -16,9 +16,9 @@ the exact monitor is also run at the same θ ("beside": its time and SFO are *no
 so that each decision can be compared with the exact one. ``torch.set_num_threads(threads)``.
 
 Monitors: ``exact`` (n per check); ``sequential`` (s_0 = 256 doubled, k = 16 blocks, confidence
-0.95); ``zoned`` (the same with an indifference zone ρ = 0.3: a check also stops once its interval
-lies within ±30% of ε_m, and decides by its estimate; ρ chosen from the zone replay of seed 0's
-sequential run, the smallest of the replayed values at ≤ 10% of the exact samples per check); ``debiased`` as sfo train builds it (per-sample-norm hooks on one step in min(25, τ), the last
+0.95); ``zoned`` (the same with an indifference zone ρ = 0.3: a check also stops once its interval's
+half-width is at most 0.3 ε_m, and decides by its estimate; ρ chosen from the zone replay of seed 0's
+sequential run alone, the smallest replayed value at ≤ 10% of the exact samples per check there); ``debiased`` as sfo train builds it (per-sample-norm hooks on one step in min(25, τ), the last
 of each window, nothing on the others; window mean, undecided when clamped or se > ε_m²/2; screened:
 a check whose window interval lies above ε_m is "above" at no cost, the others are decided by the
 sequential test above, ``confirm = "sequential"``); ``window`` (the same debiased window deciding
@@ -270,6 +270,8 @@ def zone_decision(looks, eps, q, n, rho):
     [[s, U, se], …] a zone-free check made (a zone stops at or before its last look; the rule of
     :meth:`sfotorch.monitors.SequentialMonitor.measure`)."""
     for s, u, se in looks:
+        if not (math.isfinite(u) and math.isfinite(se)):     # the monitor's NaN measurement: no advance
+            return False, s
         t = math.sqrt(max(u, 0.0))
         if s >= n:
             return t <= eps, s
@@ -277,7 +279,7 @@ def zone_decision(looks, eps, q, n, rho):
             return False, s
         if u <= 0.0:
             continue
-        if t + q * se < eps or q * se <= rho * eps:
+        if t + q * se < eps or (rho > 0.0 and q * se <= rho * eps):
             return t <= eps, s
     raise ValueError("looks end before the whole set without a decision")
 

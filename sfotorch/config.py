@@ -174,7 +174,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "blocks": Key("int", 16, low=3, help="sequential: k blocks of the subset for the jackknife standard error"),
         "tolerance": Key("float", 0.0, low=0.0, high=1.0,
                          help="sequential: ρ, the relative half-width of the indifference zone around eps_m (a check "
-                              "stops once its interval is within ρ·eps_m and decides by its estimate); 0: none"),
+                              "stops once its interval's half-width is at most ρ·eps_m and decides by its "
+                              "estimate); 0: none"),
         "confirm": Key("choice", "sequential", choices=("sequential", "none"),
                        help="debiased: sequential — the window rules checks out for free and the sequential test "
                             "(initial_size, blocks, confidence, tolerance) decides the others, so that no stage "

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tomllib
 from dataclasses import dataclass
 
 from sfotheory.validation import fail
@@ -60,6 +61,7 @@ _MONITOR_KEYS = {"exact": ("kind", "batch_size"),
                  "sequential": ("kind", "batch_size", "initial_size", "blocks", "confidence", "tolerance"),
                  "debiased": ("kind", "micro_batches", "beta", "confidence", "stats_every", "variance_source",
                               "confirm", "batch_size", "initial_size", "blocks", "tolerance")}
+_SEQUENTIAL_ONLY = ("batch_size", "initial_size", "blocks", "tolerance")   # debiased: read by its test only
 
 
 # -- many seeds ------------------------------------------------------------------------------------
@@ -111,9 +113,19 @@ def _check_resumable(cfg: dict, out_dir: str) -> None:
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as fh:
-        saved = load_config_text(fh.read(), path)
+        text = fh.read()
+    saved = load_config_text(text, path)
+    if saved["monitor"]["kind"] == "debiased" and "confirm" not in tomllib.loads(text).get("monitor", {}):
+        # started before [monitor] confirm existed: its debiased monitor decided alone, and so it continues
+        saved["monitor"]["confirm"] = cfg["monitor"]["confirm"] = "none"
+
     def keys(table):
-        return _MONITOR_KEYS[saved["monitor"]["kind"]] if table == "monitor" else SCHEMA[table]
+        if table != "monitor":
+            return SCHEMA[table]
+        kind = saved["monitor"]["kind"]
+        if kind == "debiased" and saved["monitor"]["confirm"] == "none":     # no sequential test to hold fixed
+            return tuple(k for k in _MONITOR_KEYS[kind] if k not in _SEQUENTIAL_ONLY)
+        return _MONITOR_KEYS[kind]
 
     diffs = {f"{t}.{k}": {"saved": saved[t].get(k), "now": cfg[t].get(k)}
              for t in _TABLES_FIXED_ON_RESUME for k in keys(t) if saved[t].get(k) != cfg[t].get(k)}

@@ -27,7 +27,7 @@ def make_monitor(kind, model):
         return SubsampledMonitor(model, data, loss_fn, sample_size=512, seed=0)
     if kind == "sequential":        # s_0 = 256 samples, doubled until ‖∇f‖ ≤ ε_m or > ε_m is decided
         return SequentialMonitor(model, data, loss_fn, initial_size=256, seed=0)
-    if kind == "zoned":             # the same, stopping once its interval is within ±30% of ε_m
+    if kind == "zoned":             # the same, also stopping once its interval's half-width is ≤ 0.3 ε_m
         return SequentialMonitor(model, data, loss_fn, initial_size=256, tolerance=0.3, seed=0, name="zoned")
     # the training batches themselves (per-sample-norm hooks); the loop calls .backward of the debiased one
     debiased = DebiasedMonitor(model, loss_fn, variance_source="per_sample_norms", population=N)

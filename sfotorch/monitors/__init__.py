@@ -13,7 +13,7 @@ monitor                      estimate                          cost per check   
 :class:`SequentialMonitor`   the same on a subset doubled      s_0 … n, as the decision no
                              until ‖∇f‖ ≶ ε_m is decided       needs
 :class:`DebiasedMonitor`     mean of ‖g_B‖² − c tr Σ̂/b         0 (training batches)     replaces backward
-:class:`ScreenedMonitor`     the debiased window rules a check 0, or the sequential   replaces backward
+:class:`ScreenedMonitor`     the debiased window rules a check 0, or the sequential   its screen's backward
                              out, else the sequential test     test's where it decides
 ============================ ================================ ======================== ================
 """

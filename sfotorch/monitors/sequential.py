@@ -70,13 +70,13 @@ takes, and although the looks are dependent (they share samples).
 
 **An indifference zone (opt-in, ``tolerance`` = ρ > 0).** Close to ε_m the test above must grow the
 subset until q·se < |‖∇f‖ − ε_m|, up to the whole set however small the difference. With ρ > 0 a
-look also stops once q·se ≤ ρ·ε_m, and then decides by the point estimate: ``"below"`` if T ≤ ε_m,
+look also stops once its half-width q·se ≤ ρ·ε_m (and U > 0), and then decides by the point estimate: ``"below"`` if T ≤ ε_m,
 else ``"above"`` (U > 0 as for "below"; ``extra["decision"]`` says ``"below (zone)"`` / ``"above (zone)"``). The guarantee
 becomes the classical indifference-zone one: P(below) ≤ α when ‖∇f‖ ≥ (1 + ρ)ε_m and P(above) ≤ α
 when ‖∇f‖ ≤ (1 − ρ)ε_m — for ‖∇f‖ ≥ (1 + ρ)ε_m, "below" at a zone stop means
 T ≤ ε_m ≤ ‖∇f‖ − ρε_m ≤ ‖∇f‖ − q·se, the same tail event as before — while inside the zone
-either decision may be taken. Since se ∝ √((1 − s/n)/s), the zone caps the subset a check can need
-at about s = n/(1 + n(ρε_m/(qσ_u))²), σ_u² the per-sample variance along ∇f. The per-look levels are
+either decision may be taken. Since se ∝ √((1 − s/n)/s), the zone caps the subset a check needs at
+roughly n/(1 + n(ρε_m/(qσ_u))²), σ_u² the per-sample variance along ∇f (up to a doubling's overshoot). The per-look levels are
 approximate (the normal limit of T and a t pivot with k − 1 degrees of freedom); the jackknife's
 upward bias and the union bound make the test conservative (``tests/torch/
 test_sequential_monitor.py`` counts wrong decisions over many seeded checks).
@@ -118,8 +118,8 @@ __all__ = ["SequentialMonitor", "block_estimate"]
 
 
 def block_estimate(gram, sizes, n: int) -> tuple[float, float, float]:
-    r"""U, the jackknife standard error of T = √max(U, 0) and tr Σ̂, from the Gram matrix of k block
-    sums (module doc).
+    r"""U, the jackknife standard error of T (from the signed roots sgn(U₍₋ⱼ₎)√|U₍₋ⱼ₎|) and tr Σ̂, from the
+    Gram matrix of k block sums (module doc).
 
     ``gram``: the (k, k) matrix G_{jl} = A_jᵀA_l; ``sizes``: the m_j; ``n``: the population size.
     Needs k ≥ 3 non-empty blocks (the jackknife's leave-one-out tr Σ̂ needs two blocks).
@@ -272,7 +272,7 @@ class SequentialMonitor(DatasetMonitor):
                     continue
                 elif norm + q * se < eps:
                     decision = "below"
-                elif q * se <= self.tolerance * eps:      # inside the indifference zone: the point estimate
+                elif self.tolerance > 0.0 and q * se <= self.tolerance * eps:   # in the zone: the point estimate
                     decision = "below (zone)" if norm <= eps else "above (zone)"
                 else:
                     continue

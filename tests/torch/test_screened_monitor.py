@@ -81,13 +81,14 @@ def test_state_round_trips_and_a_resumed_monitor_measures_the_same():
     screen, test = monitors(EPS * EPS / 16)
     mon = ScreenedMonitor(screen, test)
     mon.measure(eps_m=EPS)
-    feed(screen, [1.0, 1.1])
+    feed(screen, [0.0, 0.001, 0.0], trace=5.0)         # a clamped window: the next check goes to the test
     state = mon.state_dict()
     twin_screen, twin_test = monitors(EPS * EPS / 16)
     twin = ScreenedMonitor(twin_screen, twin_test)
     twin.load_state_dict(state)
     assert twin.state_dict() == state
     a, b = mon.measure(eps_m=EPS), twin.measure(eps_m=EPS)
+    assert a.cost > 0 and test.calls == twin_test.calls == 2          # the restored test measured, on call 1
     assert (a.norm, a.cost, a.extra["decision"]) == (b.norm, b.cost, b.extra["decision"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -427,3 +428,26 @@ def test_with_rollback_the_loops_checkpoints_go_through_sfo_trains_save(config_f
     assert extra["log_start"] > 0 and '"kind": "checkpoint"' in extra["log_record"] and extra["time"] > 0
     steps = [r["step"] for r in read_log(tmp_path / "rb" / "seed0" / "log.jsonl") if r["kind"] == "checkpoint"]
     assert steps == [2, 4, 6]
+
+
+def test_a_debiased_run_started_before_confirm_existed_resumes_with_the_window_alone(tmp_path):
+    """Its saved config.toml has no [monitor] confirm: the run continues with the monitor it started with
+    (confirm = "none"), and the sequential test's settings, which it never read, may differ."""
+    from sfotheory.validation import ParameterError
+    from sfotorch.config import config_to_toml
+    from sfotorch.train import _check_resumable
+
+    cfg = load_config(os.path.join(ROOT, "configs", "fashion_mnist_adaptive_cpu.toml"), ["monitor.kind=debiased"])
+    text = config_to_toml(cfg)
+    assert "\nconfirm = " in text
+    old = "\n".join(line for line in text.splitlines() if not line.startswith("confirm"))
+    (tmp_path / "config.toml").write_text(old, encoding="utf-8")
+    now = copy.deepcopy(cfg)
+    now["monitor"]["initial_size"] = 512
+    _check_resumable(now, str(tmp_path))
+    assert now["monitor"]["confirm"] == "none"
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")      # started with the screen: held fixed
+    now = copy.deepcopy(cfg)
+    now["monitor"]["initial_size"] = 512
+    with pytest.raises(ParameterError, match=r"monitor.initial_size"):
+        _check_resumable(now, str(tmp_path))
