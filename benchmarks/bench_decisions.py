@@ -56,6 +56,7 @@ from torch import nn
 from sfotorch.datasets import load_dataset
 from sfotorch.models import build_model
 from sfotorch.monitors import DebiasedMonitor, ExactMonitor, ScreenedMonitor, SequentialMonitor, SubsampledMonitor
+from sfotorch.monitors.sequential import look_decision
 from sfotorch.sampler import ResizableLoader
 from sfotorch.scheduler import StageScheduler
 
@@ -270,17 +271,11 @@ def zone_decision(looks, eps, q, n, rho):
     [[s, U, se], …] a zone-free check made (a zone stops at or before its last look; the rule of
     :meth:`sfotorch.monitors.SequentialMonitor.measure`)."""
     for s, u, se in looks:
-        if not (math.isfinite(u) and math.isfinite(se)):     # the monitor's NaN measurement: no advance
+        decision = look_decision(u, se, q, eps, whole=s >= n, tolerance=rho)
+        if decision == "nonfinite":                   # the monitor's NaN measurement: no advance
             return False, s
-        t = math.sqrt(max(u, 0.0))
-        if s >= n:
-            return t <= eps, s
-        if t - q * se > eps:
-            return False, s
-        if u <= 0.0:
-            continue
-        if t + q * se < eps or (rho > 0.0 and q * se <= rho * eps):
-            return t <= eps, s
+        if decision is not None:
+            return math.sqrt(max(u, 0.0)) <= eps, s
     raise ValueError("looks end before the whole set without a decision")
 
 

@@ -114,7 +114,36 @@ from sfotheory.validation import check_in_range, check_positive, fail
 from .base import DatasetMonitor, Measurement, check_count, leave_no_trace
 from .moments import group_gradient, loss_scale
 
-__all__ = ["SequentialMonitor", "block_estimate"]
+__all__ = ["SequentialMonitor", "block_estimate", "look_decision"]
+
+
+def look_decision(u: float, se: float, q: float, eps: float, *, whole: bool, tolerance: float = 0.0) -> str | None:
+    """The decision of one look (module doc), or None to extend the subset.
+
+    ``u``, ``se``: U and the standard error of T = √max(U, 0) at this look; ``q``: the per-look quantile;
+    ``eps``: ε_m; ``whole``: the subset is the whole set; ``tolerance``: ρ of the indifference zone.
+    Returns ``"nonfinite"``, ``"exact"``, ``"above"``, ``"below"``, ``"below (zone)"``, ``"above (zone)"``.
+
+    >>> look_decision(0.25, 0.05, 2.0, 0.3, whole=False)     # T = 0.5, lower bound 0.4 > 0.3
+    'above'
+    >>> look_decision(-0.01, 0.01, 2.0, 0.3, whole=False)    # clamped: never "below", extend
+    >>> look_decision(0.09, 0.02, 2.0, 0.3, whole=False, tolerance=0.2)   # q·se = 0.04 ≤ 0.06: T = 0.3 ≤ ε_m
+    'below (zone)'
+    """
+    if not (math.isfinite(u) and math.isfinite(se)):
+        return "nonfinite"
+    if whole:
+        return "exact"
+    norm = math.sqrt(max(u, 0.0))
+    if norm - q * se > eps:
+        return "above"
+    if u <= 0.0:                    # clamped: no information on the side of ε_m, never "below"
+        return None
+    if norm + q * se < eps:
+        return "below"
+    if tolerance > 0.0 and q * se <= tolerance * eps:     # in the zone: the point estimate
+        return "below (zone)" if norm <= eps else "above (zone)"
+    return None
 
 
 def block_estimate(gram, sizes, n: int) -> tuple[float, float, float]:
@@ -262,21 +291,9 @@ class SequentialMonitor(DatasetMonitor):
                     u, se, trace = float(gram.sum()) / (s * s), 0.0, math.nan
                 norm = math.sqrt(max(u, 0.0))
                 looks.append({"samples": s, "sq_norm": u, "norm_se": se})
-                if not (math.isfinite(u) and math.isfinite(se)):
-                    decision = "nonfinite"
-                elif s == self.n:
-                    decision = "exact"
-                elif norm - q * se > eps:
-                    decision = "above"
-                elif u <= 0.0:                  # clamped: no information on the side of ε_m, never "below"
-                    continue
-                elif norm + q * se < eps:
-                    decision = "below"
-                elif self.tolerance > 0.0 and q * se <= self.tolerance * eps:   # in the zone: the point estimate
-                    decision = "below (zone)" if norm <= eps else "above (zone)"
-                else:
-                    continue
-                break
+                decision = look_decision(u, se, q, eps, whole=s == self.n, tolerance=self.tolerance)
+                if decision is not None:
+                    break
         raw = math.sqrt(float(gram.sum())) / s
         if decision == "nonfinite":
             nan = math.nan
